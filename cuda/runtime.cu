@@ -1,0 +1,137 @@
+/*
+ * The CUDA backend's context plumbing: device selection, the per-context
+ * library handles, memory and copies. Operations never synchronise; only
+ * the calls documented as waiting (synchronize, to_ctx, to_host, destroy) do.
+ * User allocations use cudaMalloc; the workspace arena grows with the
+ * stream-ordered allocator so that growing it never waits either.
+ */
+#include "dp_cuda.cuh"
+#include "gemm.cuh"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+detpost_status dp_cuda_status(detpost_ctx *ctx, cudaError_t err, const char *what)
+{
+    (void)cudaGetLastError(); /* clear a non-sticky error so the next call starts clean */
+#ifdef DETPOST_SIM
+    return dp_fail(ctx, DETPOST_ERR_CUDA, "%s: %s (%s): %s", what, cudaGetErrorString(err), cudaGetErrorName(err),
+                   simt_last_message());
+#else
+    return dp_fail(ctx, DETPOST_ERR_CUDA, "%s: %s (%s)", what, cudaGetErrorString(err), cudaGetErrorName(err));
+#endif
+}
+
+int dp_cuda_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+detpost_status dp_cuda_device_name(int device, char *name, size_t len)
+{
+#ifdef DETPOST_SIM
+    (void)device;
+    snprintf(name, len, "SIMT emulator on the CPU (emulated device, timings are meaningless)");
+    return DETPOST_OK;
+#else
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return DETPOST_ERR_CUDA;
+    }
+    snprintf(name, len, "%s (compute capability %d.%d, %d multiprocessors, %.1f GiB)", prop.name, prop.major,
+             prop.minor, prop.multiProcessorCount, (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+    return DETPOST_OK;
+#endif
+}
+
+detpost_status dp_cuda_init(detpost_ctx *ctx)
+{
+    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
+    ctx->stream = NULL;
+    return dp_gemm_create(ctx);
+}
+
+void dp_cuda_release(detpost_ctx *ctx)
+{
+    if (cudaSetDevice(ctx->device) == cudaSuccess) (void)cudaStreamSynchronize(dp_stream(ctx));
+    dp_gemm_destroy(ctx);
+    (void)cudaGetLastError();
+}
+
+detpost_status dp_cuda_set_stream(detpost_ctx *ctx, void *stream)
+{
+    if (stream != ctx->stream && ctx->ws.owned && ctx->ws.ptr != NULL) {
+        /* release the arena in the order of the stream that last used it */
+        dp_cuda_free(ctx, ctx->ws.ptr, 1);
+        ctx->ws.ptr = NULL;
+        ctx->ws.bytes = 0;
+    }
+    ctx->stream = stream;
+    return DETPOST_OK;
+}
+
+detpost_status dp_cuda_synchronize(detpost_ctx *ctx)
+{
+    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
+    DP_CUDA_TRY(ctx, cudaStreamSynchronize(dp_stream(ctx)), "waiting for the context's stream");
+    return DETPOST_OK;
+}
+
+detpost_status dp_cuda_alloc(detpost_ctx *ctx, void **ptr, size_t bytes, int stream_ordered)
+{
+    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
+    cudaError_t err = stream_ordered ? cudaMallocAsync(ptr, bytes, dp_stream(ctx)) : cudaMalloc(ptr, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        *ptr = NULL;
+        return dp_fail(ctx, DETPOST_ERR_OUT_OF_MEMORY, "out of device memory allocating %zu bytes", bytes);
+    }
+    if (err != cudaSuccess) {
+        *ptr = NULL;
+        return dp_cuda_status(ctx, err, "allocating device memory");
+    }
+    return DETPOST_OK;
+}
+
+void dp_cuda_free(detpost_ctx *ctx, void *ptr, int stream_ordered)
+{
+    if (cudaSetDevice(ctx->device) != cudaSuccess ||
+        (stream_ordered ? cudaFreeAsync(ptr, dp_stream(ctx)) : cudaFree(ptr)) != cudaSuccess)
+        (void)cudaGetLastError();
+}
+
+detpost_status dp_cuda_to_device(detpost_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
+    DP_CUDA_TRY(ctx, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, dp_stream(ctx)),
+                "copying host memory to the device");
+    DP_CUDA_TRY(ctx, cudaStreamSynchronize(dp_stream(ctx)), "waiting for a copy to the device");
+    return DETPOST_OK;
+}
+
+detpost_status dp_cuda_to_host(detpost_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
+    DP_CUDA_TRY(ctx, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, dp_stream(ctx)),
+                "copying device memory to the host");
+    DP_CUDA_TRY(ctx, cudaStreamSynchronize(dp_stream(ctx)), "waiting for a copy to the host");
+    return DETPOST_OK;
+}
+
+int dp_cuda_is_device_ptr(detpost_ctx *ctx, const void *ptr)
+{
+    cudaPointerAttributes attr;
+    if (cudaPointerGetAttributes(&attr, ptr) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (attr.type == cudaMemoryTypeManaged) return 1;
+    return attr.type == cudaMemoryTypeDevice && attr.device == ctx->device;
+}

@@ -1,0 +1,377 @@
+/*
+ * SIMT emulator: the subset of CUDA C++ that detpost's kernels use, so that
+ * the cuda/ sources compiles with g++ and runs on the CPU (the "sim" flavor).
+ *
+ * Model. A launch runs its blocks one after another on the calling thread.
+ * Each thread of a block is a fiber with its own stack; a fiber runs until it
+ * reaches __syncthreads(), a warp collective (__shfl_*_sync, __ballot_sync,
+ * __syncwarp, ...) or its end, and the scheduler then picks the next one.
+ * Between barriers the threads run in forward, reverse or seeded-random order
+ * (DETPOST_SIMT_SCHEDULE=forward|reverse|random:SEED or simt_set_schedule), so
+ * a kernel that relies on an order the hardware does not promise gets a wrong
+ * answer here. Shared memory and the declared outputs are poisoned before
+ * every launch; launches a GPU would reject fail with an error and a message.
+ *
+ * Kernels must be launched through DP_LAUNCH (cuda/dp_cuda.cuh) and declare
+ * shared memory with DP_SHARED / DP_SHARED_DYNAMIC: plain __shared__ does not
+ * compile here, on purpose.
+ */
+#ifndef DETPOST_SIMT_H
+#define DETPOST_SIMT_H
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "simt_control.h"
+
+/* ---- function and variable qualifiers ---------------------------------- */
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+#define __shared__ DP_SHARED_must_be_used_instead_of___shared__
+#define __constant__ DP_CONSTANT_is_not_supported_by_the_emulator
+
+/* ---- vector and runtime types ------------------------------------------ */
+struct uint3 {
+    unsigned x, y, z;
+};
+struct dim3 {
+    unsigned x, y, z;
+    constexpr dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
+};
+
+enum cudaError {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidConfiguration = 9,
+    cudaErrorInvalidDevicePointer = 17,
+    cudaErrorInvalidMemcpyDirection = 21,
+    cudaErrorNoDevice = 100,
+    cudaErrorInvalidDevice = 101,
+    cudaErrorIllegalAddress = 700,
+    cudaErrorLaunchOutOfResources = 701,
+    cudaErrorLaunchFailure = 719
+};
+typedef enum cudaError cudaError_t;
+
+enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4
+};
+
+enum cudaMemoryType {
+    cudaMemoryTypeUnregistered = 0,
+    cudaMemoryTypeHost = 1,
+    cudaMemoryTypeDevice = 2,
+    cudaMemoryTypeManaged = 3
+};
+struct cudaPointerAttributes {
+    enum cudaMemoryType type;
+    int device;
+    void *devicePointer;
+    void *hostPointer;
+};
+
+enum cudaDeviceAttr {
+    cudaDevAttrMaxSharedMemoryPerBlock = 8,
+    cudaDevAttrMultiProcessorCount = 16,
+    cudaDevAttrMaxSharedMemoryPerBlockOptin = 97
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+
+struct simt_stream;
+typedef struct simt_stream *cudaStream_t;
+
+/* ---- runtime shims (cuda/simt/simt_runtime.cpp) ------------------------ */
+cudaError_t cudaGetDeviceCount(int *count);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDevice(int *device);
+cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device);
+cudaError_t cudaMalloc(void **ptr, size_t bytes);
+cudaError_t cudaFree(void *ptr);
+cudaError_t cudaMallocAsync(void **ptr, size_t bytes, cudaStream_t stream);
+cudaError_t cudaFreeAsync(void *ptr, cudaStream_t stream);
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
+                            cudaStream_t stream);
+cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t stream);
+cudaError_t cudaStreamCreate(cudaStream_t *stream);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
+const char *cudaGetErrorString(cudaError_t error);
+const char *cudaGetErrorName(cudaError_t error);
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attr, const void *ptr);
+
+namespace simt {
+cudaError_t func_set_max_dynamic_smem(const void *func, int bytes);
+}
+template <typename F>
+inline cudaError_t cudaFuncSetAttribute(F *func, enum cudaFuncAttribute attr, int value)
+{
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
+    return simt::func_set_max_dynamic_smem(reinterpret_cast<const void *>(func), value);
+}
+
+/* ---- the emulator's kernel-side state --------------------------------- */
+namespace simt {
+
+struct thread_state {
+    uint3 idx;     /* threadIdx */
+    int linear;    /* x + y * bx + z * bx * by */
+};
+struct block_state {
+    uint3 block_idx;
+    dim3 block_dim;
+    dim3 grid_dim;
+};
+
+extern thread_local thread_state *tls_thread;
+extern thread_local block_state tls_block;
+
+void syncthreads();
+int syncthreads_or(int predicate);
+int syncthreads_count(int predicate);
+
+enum warp_op { WARP_SYNC, WARP_BALLOT, WARP_ANY, WARP_ALL, WARP_IDX, WARP_UP, WARP_DOWN, WARP_XOR };
+uint64_t warp_collective(warp_op op, unsigned mask, uint64_t value, int param, int width);
+
+void *shared_static(const void *site, size_t bytes, size_t align);
+void *shared_dynamic();
+
+/* A launch: validates the configuration, poisons the declared outputs and
+ * runs `body(closure)` once per thread of every block. */
+struct out_region {
+    void *ptr;
+    size_t bytes;
+};
+cudaError_t run_grid(const char *kernel_name, const void *kernel, dim3 grid, dim3 block,
+                     size_t dynamic_smem, cudaStream_t stream, const out_region *outs,
+                     int num_outs, void (*body)(void *), void *closure);
+/* Records a launch that failed before it ran (bad argument) as the last error. */
+cudaError_t fail_launch(cudaError_t code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool is_device_range(const void *ptr, size_t bytes);
+
+template <typename T>
+inline cudaError_t check_arg(const char *kernel_name, int index, const T &arg)
+{
+    if constexpr (std::is_pointer_v<T>) {
+        if (arg != nullptr && !is_device_range(static_cast<const void *>(arg), 1))
+            return fail_launch(cudaErrorInvalidDevicePointer,
+                               "kernel %s: argument %d (%p) is not device memory", kernel_name,
+                               index, static_cast<const void *>(arg));
+    }
+    return cudaSuccess;
+}
+
+template <typename Tuple, size_t... I>
+inline cudaError_t check_args(const char *kernel_name, const Tuple &t, std::index_sequence<I...>)
+{
+    cudaError_t err = cudaSuccess;
+    ((err == cudaSuccess ? (err = check_arg(kernel_name, (int)I, std::get<I>(t))) : err), ...);
+    return err;
+}
+
+template <typename K, typename Tuple>
+struct bound_kernel {
+    K kernel;
+    Tuple args;
+    static void invoke(void *self)
+    {
+        bound_kernel *b = static_cast<bound_kernel *>(self);
+        std::apply(b->kernel, b->args);
+    }
+};
+
+template <typename... P, typename... A>
+inline cudaError_t launch(const char *kernel_name, void (*kernel)(P...), dim3 grid, dim3 block,
+                          size_t smem, cudaStream_t stream, const out_region *outs, int num_outs,
+                          A &&...args)
+{
+    static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
+    using tuple_t = std::tuple<std::decay_t<P>...>;
+    bound_kernel<void (*)(P...), tuple_t> bound{kernel, tuple_t(std::forward<A>(args)...)};
+    cudaError_t err = check_args(kernel_name, bound.args, std::index_sequence_for<P...>{});
+    if (err != cudaSuccess) return err;
+    return run_grid(kernel_name, reinterpret_cast<const void *>(kernel), grid, block, smem, stream,
+                    outs, num_outs, &decltype(bound)::invoke, &bound);
+}
+
+} /* namespace simt */
+
+#define threadIdx (simt::tls_thread->idx)
+#define blockIdx (simt::tls_block.block_idx)
+#define blockDim (simt::tls_block.block_dim)
+#define gridDim (simt::tls_block.grid_dim)
+static constexpr int warpSize = 32;
+
+inline void __syncthreads() { simt::syncthreads(); }
+inline int __syncthreads_or(int p) { return simt::syncthreads_or(p); }
+inline int __syncthreads_count(int p) { return simt::syncthreads_count(p); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { simt::warp_collective(simt::WARP_SYNC, mask, 0, 0, 32); }
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+inline unsigned __ballot_sync(unsigned mask, int pred)
+{
+    return (unsigned)simt::warp_collective(simt::WARP_BALLOT, mask, pred != 0, 0, 32);
+}
+inline int __any_sync(unsigned mask, int pred)
+{
+    return (int)simt::warp_collective(simt::WARP_ANY, mask, pred != 0, 0, 32);
+}
+inline int __all_sync(unsigned mask, int pred)
+{
+    return (int)simt::warp_collective(simt::WARP_ALL, mask, pred != 0, 0, 32);
+}
+
+namespace simt {
+template <typename T>
+inline T shfl(warp_op op, unsigned mask, T var, int param, int width)
+{
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8, "shuffle of an unsupported type");
+    uint64_t bits = 0;
+    std::memcpy(&bits, &var, sizeof(T));
+    bits = warp_collective(op, mask, bits, param, width);
+    T out;
+    std::memcpy(&out, &bits, sizeof(T));
+    return out;
+}
+} /* namespace simt */
+
+template <typename T>
+inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32)
+{
+    return simt::shfl(simt::WARP_IDX, mask, var, src_lane, width);
+}
+template <typename T>
+inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32)
+{
+    return simt::shfl(simt::WARP_UP, mask, var, (int)delta, width);
+}
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32)
+{
+    return simt::shfl(simt::WARP_DOWN, mask, var, (int)delta, width);
+}
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32)
+{
+    return simt::shfl(simt::WARP_XOR, mask, var, lane_mask, width);
+}
+
+/* ---- bit intrinsics ----------------------------------------------------- */
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
+inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
+inline unsigned __brev(unsigned x)
+{
+    unsigned r = 0;
+    for (int i = 0; i < 32; ++i) r |= ((x >> i) & 1u) << (31 - i);
+    return r;
+}
+inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
+inline unsigned __float_as_uint(float f) { unsigned i; std::memcpy(&i, &f, 4); return i; }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline float __uint_as_float(unsigned i) { float f; std::memcpy(&f, &i, 4); return f; }
+template <typename T>
+inline T __ldg(const T *p) { return *p; }
+
+/* Correctly rounded arithmetic: on the host every float op already rounds
+ * to nearest even (the build disables contraction). */
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+
+/* CUDA's overloaded min/max for integers. */
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline long min(long a, long b) { return a < b ? a : b; }
+inline long max(long a, long b) { return a > b ? a : b; }
+inline unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
+inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
+
+/* ---- atomics (blocks run one at a time, fibers of one block on one host
+ * thread; the builtins keep them atomic should that ever change) ----------- */
+template <typename T>
+inline T atomicAdd(T *p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+inline float atomicAdd(float *p, float v)
+{
+    float old = *p, want;
+    do {
+        want = old + v;
+    } while (!__atomic_compare_exchange(p, &old, &want, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return old;
+}
+inline double atomicAdd(double *p, double v)
+{
+    double old = *p, want;
+    do {
+        want = old + v;
+    } while (!__atomic_compare_exchange(p, &old, &want, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return old;
+}
+template <typename T>
+inline T atomicSub(T *p, T v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }
+template <typename T>
+inline T atomicAnd(T *p, T v) { return __atomic_fetch_and(p, v, __ATOMIC_RELAXED); }
+template <typename T>
+inline T atomicOr(T *p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }
+template <typename T>
+inline T atomicXor(T *p, T v) { return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); }
+template <typename T>
+inline T atomicExch(T *p, T v) { T old; __atomic_exchange(p, &v, &old, __ATOMIC_RELAXED); return old; }
+template <typename T>
+inline T atomicCAS(T *p, T compare, T v)
+{
+    __atomic_compare_exchange(p, &compare, &v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return compare;
+}
+template <typename T>
+inline T atomicMax(T *p, T v)
+{
+    T old = *p;
+    while (old < v && !__atomic_compare_exchange(p, &old, &v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+template <typename T>
+inline T atomicMin(T *p, T v)
+{
+    T old = *p;
+    while (old > v && !__atomic_compare_exchange(p, &old, &v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+
+/* ---- shared memory declarations ----------------------------------------- */
+#define DP_SHARED(T, name, dims)                                                          \
+    typedef T dp_shared_t_##name dims;                                                    \
+    static const char dp_shared_site_##name = 0;                                          \
+    dp_shared_t_##name &name = *static_cast<dp_shared_t_##name *>(                        \
+        simt::shared_static(&dp_shared_site_##name, sizeof(dp_shared_t_##name), alignof(T)))
+#define DP_SHARED_DYNAMIC(T, name) T *name = static_cast<T *>(simt::shared_dynamic())
+
+#endif /* DETPOST_SIMT_H */

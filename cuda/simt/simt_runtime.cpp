@@ -1,0 +1,957 @@
+/*
+ * SIMT emulator runtime: fibers, the block scheduler, warp collectives,
+ * shared memory, device-allocation tracking and the CUDA runtime shims.
+ * See simt.h for the model.
+ *
+ * Fibers switch with a few lines of assembly on x86-64 (swapcontext makes a
+ * system call per switch, which dominates kernels with many barriers) and
+ * with ucontext elsewhere. Under AddressSanitizer every switch is announced
+ * with __sanitizer_{start,finish}_switch_fiber so ASan follows the stacks.
+ */
+#include "simt.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SIMT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SIMT_ASAN 1
+#endif
+#endif
+
+#ifdef SIMT_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+namespace simt {
+
+thread_local thread_state *tls_thread = nullptr;
+thread_local block_state tls_block;
+
+namespace {
+
+constexpr size_t kStaticSmemLimit = 48 * 1024;
+constexpr size_t kOptinSmemLimit = 227 * 1024;
+constexpr int kMaxThreads = 1024;
+constexpr uint32_t kPoison = 0x7FC0DEADu; /* a NaN as float, a huge int as int32 */
+
+/* ---- process-wide state ------------------------------------------------- */
+std::mutex g_mutex;
+std::map<uintptr_t, size_t> g_allocs;   /* device allocations: base -> bytes */
+std::set<const simt_stream *> g_streams;
+std::map<const void *, int> g_max_dyn_smem;
+std::atomic<unsigned long long> g_sync_count{0};
+std::atomic<unsigned long long> g_launch_count{0};
+
+/* ---- per host thread: last error, schedule ----------------------------- */
+thread_local cudaError_t t_last_error = cudaSuccess;
+thread_local char t_message[768];
+
+enum schedule_kind { SCHED_FORWARD, SCHED_REVERSE, SCHED_RANDOM };
+struct schedule {
+    schedule_kind kind = SCHED_FORWARD;
+    uint64_t seed = 0;
+    bool loaded = false;
+    char text[48] = "forward";
+};
+thread_local schedule t_schedule;
+
+bool parse_schedule(const char *spec, schedule *out)
+{
+    if (spec == nullptr) return false;
+    schedule s;
+    if (std::strcmp(spec, "forward") == 0) {
+        s.kind = SCHED_FORWARD;
+    } else if (std::strcmp(spec, "reverse") == 0) {
+        s.kind = SCHED_REVERSE;
+    } else if (std::strncmp(spec, "random:", 7) == 0) {
+        const char *digits = spec + 7;
+        if (*digits == '\0') return false;
+        char *end = nullptr;
+        errno = 0;
+        unsigned long long seed = std::strtoull(digits, &end, 10);
+        if (errno != 0 || *end != '\0' || *digits == '-') return false;
+        s.kind = SCHED_RANDOM;
+        s.seed = seed;
+    } else {
+        return false;
+    }
+    s.loaded = true;
+    std::snprintf(s.text, sizeof s.text, "%s", spec);
+    *out = s;
+    return true;
+}
+
+schedule &current_schedule()
+{
+    if (!t_schedule.loaded) {
+        const char *env = std::getenv("DETPOST_SIMT_SCHEDULE");
+        if (!(env && parse_schedule(env, &t_schedule))) {
+            t_schedule = schedule();
+            t_schedule.loaded = true;
+        }
+    }
+    return t_schedule;
+}
+
+size_t g_stack_bytes = 0; /* 0 = not yet read from the environment */
+
+size_t page_size() { return (size_t)sysconf(_SC_PAGESIZE); }
+
+size_t stack_bytes()
+{
+    if (g_stack_bytes == 0) {
+        size_t kb = 256;
+        if (const char *env = std::getenv("DETPOST_SIMT_STACK_KB")) {
+            long v = std::atol(env);
+            if (v >= 16) kb = (size_t)v;
+        }
+        g_stack_bytes = kb * 1024;
+    }
+    size_t p = page_size();
+    return (g_stack_bytes + p - 1) / p * p;
+}
+
+cudaError_t record(cudaError_t code, const char *fmt, va_list ap)
+{
+    std::vsnprintf(t_message, sizeof t_message, fmt, ap);
+    t_last_error = code;
+    return code;
+}
+
+cudaError_t fail(cudaError_t code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+cudaError_t fail(cudaError_t code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    record(code, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void fill_poison(void *ptr, size_t bytes)
+{
+    unsigned char *p = static_cast<unsigned char *>(ptr);
+    uint32_t word = kPoison;
+    size_t i = 0;
+    for (; i + 4 <= bytes; i += 4) std::memcpy(p + i, &word, 4);
+    for (; i < bytes; ++i) p[i] = reinterpret_cast<const unsigned char *>(&word)[i % 4];
+}
+
+/* ---- fibers ------------------------------------------------------------- */
+struct fiber_ctx {
+#if defined(__x86_64__)
+    void *sp = nullptr;
+#else
+    ucontext_t uc;
+#endif
+};
+
+} /* namespace */
+} /* namespace simt */
+
+extern "C" void simt_fiber_main();
+
+#if defined(__x86_64__)
+extern "C" void simt_switch(void **save_sp, void *load_sp);
+/* Saves the callee-saved registers and the SSE/x87 control words of the
+ * current fiber on its stack, stores its stack pointer in *save_sp and
+ * resumes the fiber whose stack pointer is load_sp. */
+__asm__(".text\n"
+        ".globl simt_switch\n"
+        ".hidden simt_switch\n"
+        ".type simt_switch,@function\n"
+        "simt_switch:\n"
+        "  pushq %rbp\n"
+        "  pushq %rbx\n"
+        "  pushq %r12\n"
+        "  pushq %r13\n"
+        "  pushq %r14\n"
+        "  pushq %r15\n"
+        "  subq $8, %rsp\n"
+        "  stmxcsr (%rsp)\n"
+        "  fnstcw 4(%rsp)\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  ldmxcsr (%rsp)\n"
+        "  fldcw 4(%rsp)\n"
+        "  addq $8, %rsp\n"
+        "  popq %r15\n"
+        "  popq %r14\n"
+        "  popq %r13\n"
+        "  popq %r12\n"
+        "  popq %rbx\n"
+        "  popq %rbp\n"
+        "  ret\n"
+        ".size simt_switch, .-simt_switch\n");
+#endif
+
+namespace simt {
+namespace {
+
+void fiber_init(fiber_ctx &f, char *stack_lo, size_t size)
+{
+#if defined(__x86_64__)
+    uintptr_t top = reinterpret_cast<uintptr_t>(stack_lo + size) & ~uintptr_t(15);
+    uint64_t *sp = reinterpret_cast<uint64_t *>(top);
+    *--sp = 0; /* return address of simt_fiber_main: it never returns */
+    *--sp = reinterpret_cast<uint64_t>(&simt_fiber_main);
+    for (int i = 0; i < 6; ++i) *--sp = 0; /* rbp rbx r12 r13 r14 r15 */
+    uint32_t mxcsr;
+    uint16_t fpucw;
+    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+    __asm__ volatile("fnstcw %0" : "=m"(fpucw));
+    *--sp = (uint64_t)mxcsr | ((uint64_t)fpucw << 32);
+    f.sp = sp;
+#else
+    getcontext(&f.uc);
+    f.uc.uc_stack.ss_sp = stack_lo;
+    f.uc.uc_stack.ss_size = size;
+    f.uc.uc_link = nullptr;
+    makecontext(&f.uc, simt_fiber_main, 0);
+#endif
+}
+
+inline void fiber_swap(fiber_ctx &from, fiber_ctx &to)
+{
+#if defined(__x86_64__)
+    simt_switch(&from.sp, to.sp);
+#else
+    swapcontext(&from.uc, &to.uc);
+#endif
+}
+
+struct stack_mem {
+    char *base = nullptr; /* guard page first */
+    size_t total = 0;
+    char *lo() const { return base + page_size(); }
+    size_t usable() const { return total - page_size(); }
+};
+
+enum thread_status { T_READY, T_BLOCK_BARRIER, T_WARP, T_DONE, T_ABORTED };
+
+struct sim_thread : thread_state {
+    fiber_ctx ctx;
+    stack_mem stack;
+    void *asan_fake = nullptr;
+    thread_status status = T_READY;
+    int warp = 0, lane = 0;
+    /* a pending warp collective */
+    warp_op op = WARP_SYNC;
+    unsigned mask = 0;
+    uint64_t value = 0;
+    int param = 0, width = 32;
+    uint64_t result = 0;
+    int barrier_pred = 0;
+};
+
+struct runner {
+    std::vector<sim_thread> threads;
+    int nthreads = 0;
+    sim_thread *current = nullptr;
+    fiber_ctx sched;
+    const void *main_bottom = nullptr;
+    size_t main_size = 0;
+
+    void (*body)(void *) = nullptr;
+    void *closure = nullptr;
+
+    std::vector<unsigned char> smem;
+    size_t smem_dynamic = 0;
+    size_t smem_used = 0;     /* dynamic + static so far in this block */
+    size_t smem_static = 0;
+    size_t smem_limit = 0;
+    size_t smem_dirty = 0;    /* high-water mark to re-poison */
+    std::vector<std::pair<const void *, size_t>> sites;
+
+    int barrier_or = 0, barrier_count = 0;
+    bool failed = false;
+    char failure[512] = {0};
+
+    std::vector<int> order;
+    uint64_t rng = 0;
+
+    ~runner()
+    {
+        for (sim_thread &t : threads)
+            if (t.stack.base) munmap(t.stack.base, t.stack.total);
+    }
+};
+
+thread_local std::unique_ptr<runner> t_runner;
+
+runner &get_runner()
+{
+    if (!t_runner) t_runner.reset(new runner());
+    return *t_runner;
+}
+
+inline void asan_start(void **fake, const void *bottom, size_t size)
+{
+#ifdef SIMT_ASAN
+    __sanitizer_start_switch_fiber(fake, bottom, size);
+#else
+    (void)fake, (void)bottom, (void)size;
+#endif
+}
+inline void asan_finish(void *fake, const void **bottom, size_t *size)
+{
+#ifdef SIMT_ASAN
+    __sanitizer_finish_switch_fiber(fake, bottom, size);
+#else
+    (void)fake, (void)bottom, (void)size;
+#endif
+}
+
+void resume(runner &r, sim_thread *t)
+{
+    r.current = t;
+    tls_thread = t;
+    void *fake = nullptr;
+    asan_start(&fake, t->stack.lo(), t->stack.usable());
+    fiber_swap(r.sched, t->ctx);
+    asan_finish(fake, nullptr, nullptr);
+    tls_thread = nullptr;
+    r.current = nullptr;
+}
+
+/* Called on a fiber: back to the scheduler until it resumes this thread. */
+void yield_to_scheduler(runner &r, sim_thread *t)
+{
+    asan_start(&t->asan_fake, r.main_bottom, r.main_size);
+    fiber_swap(t->ctx, r.sched);
+    asan_finish(t->asan_fake, &r.main_bottom, &r.main_size);
+}
+
+/* A fault found while a thread runs: the block is abandoned. */
+[[noreturn]] void abort_thread(runner &r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void abort_thread(runner &r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(r.failure, sizeof r.failure, fmt, ap);
+    va_end(ap);
+    r.failed = true;
+    sim_thread *t = r.current;
+    t->status = T_ABORTED;
+    yield_to_scheduler(r, t);
+    std::abort(); /* an aborted thread is never resumed */
+}
+
+uint64_t next_random(uint64_t &s)
+{
+    /* splitmix64 */
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void fill_order(std::vector<int> &order, int n, const schedule &s, uint64_t &rng)
+{
+    order.resize((size_t)n);
+    for (int i = 0; i < n; ++i) order[(size_t)i] = s.kind == SCHED_REVERSE ? n - 1 - i : i;
+    if (s.kind == SCHED_RANDOM)
+        for (int i = n - 1; i > 0; --i) std::swap(order[(size_t)i], order[next_random(rng) % (uint64_t)(i + 1)]);
+}
+
+void ensure_threads(runner &r, int n)
+{
+    if ((int)r.threads.size() < n) r.threads.resize((size_t)n);
+    size_t want = stack_bytes() + page_size();
+    for (int i = 0; i < n; ++i) {
+        sim_thread &t = r.threads[(size_t)i];
+        if (t.stack.base && t.stack.total != want) {
+            munmap(t.stack.base, t.stack.total);
+            t.stack = stack_mem();
+        }
+        if (!t.stack.base) {
+            void *m = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                           -1, 0);
+            if (m == MAP_FAILED) {
+                std::fprintf(stderr, "simt: cannot map a %zu-byte fiber stack\n", want);
+                std::abort();
+            }
+            mprotect(m, page_size(), PROT_NONE);
+            t.stack.base = static_cast<char *>(m);
+            t.stack.total = want;
+        }
+    }
+}
+
+const char *status_word(thread_status s)
+{
+    switch (s) {
+    case T_READY: return "running";
+    case T_BLOCK_BARRIER: return "at __syncthreads";
+    case T_WARP: return "at a warp collective";
+    case T_DONE: return "exited";
+    case T_ABORTED: return "aborted";
+    }
+    return "?";
+}
+
+/* Describes why no thread of the block can move. */
+void describe_stall(runner &r, int done, int at_barrier, int at_warp)
+{
+    if (at_barrier > 0 && at_warp == 0) {
+        std::snprintf(r.failure, sizeof r.failure,
+                      "__syncthreads() reached by %d of %d threads while %d exited without "
+                      "reaching it (divergent barrier)",
+                      at_barrier, r.nthreads, done);
+        return;
+    }
+    for (int i = 0; i < r.nthreads; ++i) {
+        sim_thread &t = r.threads[(size_t)i];
+        if (t.status != T_WARP) continue;
+        for (int l = 0; l < 32; ++l) {
+            if (!((t.mask >> l) & 1u)) continue;
+            int j = t.warp * 32 + l;
+            if (j >= r.nthreads || r.threads[(size_t)j].status != T_WARP || r.threads[(size_t)j].mask != t.mask) {
+                std::snprintf(r.failure, sizeof r.failure,
+                              "deadlock: thread %d waits at a warp collective (mask 0x%08x) for lane %d, "
+                              "which is %s",
+                              i, t.mask, l, j >= r.nthreads ? "not in the block" : status_word(r.threads[(size_t)j].status));
+                return;
+            }
+        }
+    }
+    std::snprintf(r.failure, sizeof r.failure, "deadlock: %d threads at __syncthreads, %d at warp collectives, %d exited",
+                  at_barrier, at_warp, done);
+}
+
+bool run_block(runner &r, const schedule &sched)
+{
+    const int n = r.nthreads;
+    for (int i = 0; i < n; ++i) {
+        sim_thread &t = r.threads[(size_t)i];
+        t.status = T_READY;
+        t.asan_fake = nullptr;
+        fiber_init(t.ctx, t.stack.lo(), t.stack.usable());
+    }
+    for (;;) {
+        fill_order(r.order, n, sched, r.rng);
+        for (int k = 0; k < n; ++k) {
+            sim_thread *t = &r.threads[(size_t)r.order[(size_t)k]];
+            if (t->status != T_READY) continue;
+            resume(r, t);
+            if (r.failed) return false;
+        }
+        int done = 0, at_barrier = 0, at_warp = 0, ready = 0;
+        for (int i = 0; i < n; ++i) {
+            switch (r.threads[(size_t)i].status) {
+            case T_DONE: ++done; break;
+            case T_BLOCK_BARRIER: ++at_barrier; break;
+            case T_WARP: ++at_warp; break;
+            case T_READY: ++ready; break;
+            case T_ABORTED: return false;
+            }
+        }
+        if (done == n) return true;
+        if (ready > 0) continue;
+        if (at_barrier == n) {
+            r.barrier_or = 0;
+            r.barrier_count = 0;
+            for (int i = 0; i < n; ++i) {
+                sim_thread &t = r.threads[(size_t)i];
+                r.barrier_or |= t.barrier_pred != 0;
+                r.barrier_count += t.barrier_pred != 0;
+                t.status = T_READY;
+            }
+            continue;
+        }
+        describe_stall(r, done, at_barrier, at_warp);
+        r.failed = true;
+        return false;
+    }
+}
+
+} /* namespace */
+
+/* ---- kernel-side entry points ------------------------------------------ */
+
+static int barrier(int pred)
+{
+    runner &r = *t_runner;
+    sim_thread *t = r.current;
+    t->barrier_pred = pred;
+    t->status = T_BLOCK_BARRIER;
+    yield_to_scheduler(r, t);
+    return 0;
+}
+
+void syncthreads() { barrier(0); }
+int syncthreads_or(int p)
+{
+    barrier(p);
+    return t_runner->barrier_or;
+}
+int syncthreads_count(int p)
+{
+    barrier(p);
+    return t_runner->barrier_count;
+}
+
+uint64_t warp_collective(warp_op op, unsigned mask, uint64_t value, int param, int width)
+{
+    runner &r = *t_runner;
+    sim_thread *t = r.current;
+    if (!((mask >> t->lane) & 1u))
+        abort_thread(r, "thread %d called a warp collective with mask 0x%08x that excludes its own lane %d",
+                     t->linear, mask, t->lane);
+    if (width < 1 || width > 32 || (width & (width - 1)) != 0)
+        abort_thread(r, "thread %d called a shuffle with width %d (not a power of two in [1, 32])", t->linear, width);
+    const int base = t->warp * 32;
+    for (int l = 0; l < 32; ++l)
+        if (((mask >> l) & 1u) && base + l >= r.nthreads)
+            abort_thread(r, "thread %d: warp collective mask 0x%08x names lane %d, which does not exist in a block of %d threads",
+                         t->linear, mask, l, r.nthreads);
+    t->op = op;
+    t->mask = mask;
+    t->value = value;
+    t->param = param;
+    t->width = width;
+    t->status = T_WARP;
+
+    for (int l = 0; l < 32; ++l) {
+        if (!((mask >> l) & 1u)) continue;
+        const sim_thread &u = r.threads[(size_t)(base + l)];
+        if (u.status != T_WARP || u.mask != mask) {
+            yield_to_scheduler(r, t); /* someone else completes the collective */
+            return t->result;
+        }
+        if (u.op != op)
+            abort_thread(r, "lanes %d and %d of warp %d met at different warp collectives (mask 0x%08x)",
+                         t->lane, l, t->warp, mask);
+    }
+
+    /* Last to arrive: compute every lane's result, then release them. */
+    uint32_t ballot = 0;
+    for (int l = 0; l < 32; ++l)
+        if (((mask >> l) & 1u) && r.threads[(size_t)(base + l)].value != 0) ballot |= 1u << l;
+    for (int l = 0; l < 32; ++l) {
+        if (!((mask >> l) & 1u)) continue;
+        sim_thread &u = r.threads[(size_t)(base + l)];
+        const int seg = l & ~(u.width - 1);
+        int src = l;
+        switch (op) {
+        case WARP_SYNC: u.result = 0; break;
+        case WARP_BALLOT: u.result = ballot; break;
+        case WARP_ANY: u.result = ballot != 0; break;
+        case WARP_ALL: u.result = ballot == mask; break;
+        case WARP_IDX: src = seg + (u.param & (u.width - 1)); break;
+        case WARP_UP: src = (l - seg) >= u.param ? l - u.param : l; break;
+        case WARP_DOWN: src = (l - seg) + u.param < u.width ? l + u.param : l; break;
+        case WARP_XOR: src = (l ^ u.param) & 31; if (src >= seg + u.width) src = l; break;
+        }
+        if (op >= WARP_IDX) {
+            /* reading a lane that takes no part in the collective is undefined */
+            u.result = ((mask >> src) & 1u) ? r.threads[(size_t)(base + src)].value
+                                             : ((uint64_t)kPoison << 32 | kPoison);
+        }
+        u.status = T_READY;
+    }
+    return t->result;
+}
+
+void *shared_static(const void *site, size_t bytes, size_t align)
+{
+    runner &r = *t_runner;
+    for (const auto &s : r.sites)
+        if (s.first == site) return r.smem.data() + s.second;
+    size_t offset = (r.smem_used + align - 1) / align * align;
+    if (r.smem_static + bytes > kStaticSmemLimit)
+        abort_thread(r, "static shared memory of %zu bytes exceeds the %zu-byte limit", r.smem_static + bytes,
+                     kStaticSmemLimit);
+    if (offset + bytes > r.smem_limit)
+        abort_thread(r, "shared memory of %zu bytes (dynamic %zu) exceeds the block's limit of %zu bytes",
+                     offset + bytes, r.smem_dynamic, r.smem_limit);
+    r.sites.emplace_back(site, offset);
+    r.smem_used = offset + bytes;
+    r.smem_static += bytes;
+    r.smem_dirty = std::max(r.smem_dirty, r.smem_used);
+    return r.smem.data() + offset;
+}
+
+void *shared_dynamic()
+{
+    runner &r = *t_runner;
+    return r.smem_dynamic ? r.smem.data() : nullptr;
+}
+
+cudaError_t func_set_max_dynamic_smem(const void *func, int bytes)
+{
+    if (bytes < 0 || (size_t)bytes > kOptinSmemLimit)
+        return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: %d bytes of dynamic shared memory exceeds %zu",
+                    bytes, kOptinSmemLimit);
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_max_dyn_smem[func] = bytes;
+    return cudaSuccess;
+}
+
+bool is_device_range(const void *ptr, size_t bytes)
+{
+    uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = g_allocs.upper_bound(p);
+    if (it == g_allocs.begin()) return false;
+    --it;
+    return p >= it->first && bytes <= it->second && p - it->first <= it->second - bytes;
+}
+
+cudaError_t fail_launch(cudaError_t code, const char *fmt, ...)
+{
+    g_launch_count++;
+    va_list ap;
+    va_start(ap, fmt);
+    record(code, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static bool stream_ok(cudaStream_t s)
+{
+    if (s == nullptr) return true;
+    std::lock_guard<std::mutex> lock(g_mutex);
+    return g_streams.count(s) != 0;
+}
+
+cudaError_t run_grid(const char *name, const void *kernel, dim3 grid, dim3 block, size_t dyn_smem,
+                     cudaStream_t stream, const out_region *outs, int num_outs, void (*body)(void *),
+                     void *closure)
+{
+    g_launch_count++;
+    const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
+    if (block.x == 0 || block.y == 0 || block.z == 0 || nthreads > (unsigned long long)kMaxThreads ||
+        block.x > 1024 || block.y > 1024 || block.z > 64)
+        return fail(cudaErrorInvalidConfiguration, "kernel %s: block (%u, %u, %u) is not a valid block shape", name,
+                    block.x, block.y, block.z);
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
+        return fail(cudaErrorInvalidConfiguration, "kernel %s: grid (%u, %u, %u) is not a valid grid shape", name,
+                    grid.x, grid.y, grid.z);
+    size_t limit = kStaticSmemLimit;
+    {
+        std::lock_guard<std::mutex> lock(g_mutex);
+        auto it = g_max_dyn_smem.find(kernel);
+        if (it != g_max_dyn_smem.end()) limit = std::max(limit, (size_t)it->second);
+    }
+    if (dyn_smem > limit)
+        return fail(cudaErrorInvalidValue,
+                    "kernel %s: %zu bytes of dynamic shared memory exceed the %zu allowed (cudaFuncSetAttribute "
+                    "raises the limit)",
+                    name, dyn_smem, limit);
+    if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "kernel %s: unknown stream %p", name, (void *)stream);
+    for (int i = 0; i < num_outs; ++i) {
+        if (outs[i].bytes == 0) continue;
+        if (!is_device_range(outs[i].ptr, outs[i].bytes))
+            return fail(cudaErrorInvalidDevicePointer, "kernel %s: output %d (%p, %zu bytes) is not device memory",
+                        name, i, outs[i].ptr, outs[i].bytes);
+        fill_poison(outs[i].ptr, outs[i].bytes);
+    }
+
+    runner &r = get_runner();
+    const schedule &sched = current_schedule();
+    r.nthreads = (int)nthreads;
+    ensure_threads(r, r.nthreads);
+    for (int i = 0; i < r.nthreads; ++i) {
+        sim_thread &t = r.threads[(size_t)i];
+        t.linear = i;
+        t.idx = uint3{(unsigned)i % block.x, (unsigned)(i / block.x) % block.y, (unsigned)(i / (block.x * block.y))};
+        t.warp = i / 32;
+        t.lane = i % 32;
+    }
+    r.body = body;
+    r.closure = closure;
+    r.smem_limit = limit;
+    r.smem_dynamic = dyn_smem;
+    if (r.smem.size() < kOptinSmemLimit) r.smem.resize(kOptinSmemLimit);
+    r.failed = false;
+    r.rng = sched.seed ^ (g_launch_count.load() * 0xD1B54A32D192ED03ull);
+    tls_block.block_dim = block;
+    tls_block.grid_dim = grid;
+
+    const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+    std::vector<unsigned long long> block_order;
+    if (sched.kind == SCHED_RANDOM) {
+        block_order.resize(nblocks);
+        for (unsigned long long i = 0; i < nblocks; ++i) block_order[i] = i;
+        for (unsigned long long i = nblocks - 1; i > 0 && nblocks > 1; --i)
+            std::swap(block_order[i], block_order[next_random(r.rng) % (i + 1)]);
+    }
+    for (unsigned long long k = 0; k < nblocks; ++k) {
+        unsigned long long b = sched.kind == SCHED_FORWARD ? k
+                               : sched.kind == SCHED_REVERSE ? nblocks - 1 - k
+                                                             : block_order[k];
+        tls_block.block_idx = uint3{(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y),
+                                    (unsigned)(b / ((unsigned long long)grid.x * grid.y))};
+        fill_poison(r.smem.data(), std::max(r.smem_dirty, dyn_smem));
+        r.smem_dirty = dyn_smem;
+        r.smem_used = dyn_smem;
+        r.smem_static = 0;
+        r.sites.clear();
+        if (!run_block(r, sched)) {
+#ifdef SIMT_ASAN
+            /* abandoned fibers leave their frames' redzones poisoned */
+            for (int i = 0; i < r.nthreads; ++i)
+                ASAN_UNPOISON_MEMORY_REGION(r.threads[(size_t)i].stack.lo(), r.threads[(size_t)i].stack.usable());
+#endif
+            return fail(cudaErrorLaunchFailure, "kernel %s, block (%u, %u, %u): %s", name, tls_block.block_idx.x,
+                        tls_block.block_idx.y, tls_block.block_idx.z, r.failure);
+        }
+    }
+    return cudaSuccess;
+}
+
+} /* namespace simt */
+
+using namespace simt;
+
+extern "C" void simt_fiber_main()
+{
+    runner &r = *t_runner;
+    asan_finish(nullptr, &r.main_bottom, &r.main_size);
+    sim_thread *t = r.current;
+    r.body(r.closure);
+    t->status = T_DONE;
+    asan_start(nullptr, r.main_bottom, r.main_size);
+    fiber_ctx dead;
+    fiber_swap(dead, r.sched);
+    std::abort(); /* a finished fiber is never resumed */
+}
+
+/* ---- control API -------------------------------------------------------- */
+
+extern "C" int simt_set_schedule(const char *spec)
+{
+    schedule s;
+    if (!parse_schedule(spec, &s)) return -1;
+    t_schedule = s;
+    return 0;
+}
+extern "C" const char *simt_schedule(void) { return current_schedule().text; }
+extern "C" unsigned long long simt_sync_count(void) { return g_sync_count.load(); }
+extern "C" unsigned long long simt_launch_count(void) { return g_launch_count.load(); }
+extern "C" size_t simt_live_allocations(void)
+{
+    std::lock_guard<std::mutex> lock(g_mutex);
+    return g_allocs.size();
+}
+extern "C" const char *simt_last_message(void) { return t_message; }
+extern "C" void simt_set_stack_size(size_t bytes) { g_stack_bytes = std::max<size_t>(bytes, 16 * 1024); }
+
+/* ---- CUDA runtime shims ------------------------------------------------- */
+
+static cudaError_t device_alloc(void **ptr, size_t bytes, const char *who)
+{
+    if (ptr == nullptr) return fail(cudaErrorInvalidValue, "%s: ptr is NULL", who);
+    *ptr = nullptr;
+    if (bytes == 0) return cudaSuccess;
+    void *p = nullptr;
+    if (posix_memalign(&p, 256, bytes) != 0) return fail(cudaErrorMemoryAllocation, "%s: out of memory", who);
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_allocs[reinterpret_cast<uintptr_t>(p)] = bytes;
+    *ptr = p;
+    return cudaSuccess;
+}
+
+static cudaError_t device_free(void *ptr, const char *who)
+{
+    if (ptr == nullptr) return cudaSuccess;
+    {
+        std::lock_guard<std::mutex> lock(g_mutex);
+        auto it = g_allocs.find(reinterpret_cast<uintptr_t>(ptr));
+        if (it == g_allocs.end()) return fail(cudaErrorInvalidValue, "%s: %p is not a device allocation", who, ptr);
+        g_allocs.erase(it);
+    }
+    std::free(ptr);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceCount(int *count)
+{
+    if (!count) return cudaErrorInvalidValue;
+    *count = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device)
+{
+    return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice, "cudaSetDevice: no device %d", device);
+}
+cudaError_t cudaGetDevice(int *device)
+{
+    if (!device) return cudaErrorInvalidValue;
+    *device = 0;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device)
+{
+    if (!value || device != 0) return cudaErrorInvalidValue;
+    switch (attr) {
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = (int)kStaticSmemLimit; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = 4; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)kOptinSmemLimit; return cudaSuccess;
+    }
+    return cudaErrorInvalidValue;
+}
+cudaError_t cudaMalloc(void **ptr, size_t bytes)
+{
+    g_sync_count++;
+    return device_alloc(ptr, bytes, "cudaMalloc");
+}
+cudaError_t cudaFree(void *ptr)
+{
+    g_sync_count++;
+    return device_free(ptr, "cudaFree");
+}
+cudaError_t cudaMallocAsync(void **ptr, size_t bytes, cudaStream_t stream)
+{
+    if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaMallocAsync: unknown stream");
+    return device_alloc(ptr, bytes, "cudaMallocAsync");
+}
+cudaError_t cudaFreeAsync(void *ptr, cudaStream_t stream)
+{
+    if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaFreeAsync: unknown stream");
+    return device_free(ptr, "cudaFreeAsync");
+}
+
+static cudaError_t checked_copy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind, const char *who)
+{
+    if (bytes == 0) return cudaSuccess;
+    if (!dst || !src) return fail(cudaErrorInvalidValue, "%s: NULL pointer", who);
+    const bool dst_dev = is_device_range(dst, bytes), src_dev = is_device_range(src, bytes);
+    bool ok = true;
+    switch (kind) {
+    case cudaMemcpyHostToHost: ok = !dst_dev && !src_dev; break;
+    case cudaMemcpyHostToDevice: ok = dst_dev && !src_dev; break;
+    case cudaMemcpyDeviceToHost: ok = !dst_dev && src_dev; break;
+    case cudaMemcpyDeviceToDevice: ok = dst_dev && src_dev; break;
+    case cudaMemcpyDefault: ok = true; break;
+    }
+    if (!ok)
+        return fail(cudaErrorInvalidValue, "%s: kind %d but destination is %s memory and source is %s memory", who,
+                    (int)kind, dst_dev ? "device" : "host", src_dev ? "device" : "host");
+    if (!dst_dev || !src_dev) g_sync_count++; /* a copy touching pageable host memory waits */
+    std::memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind)
+{
+    cudaError_t e = checked_copy(dst, src, bytes, kind, "cudaMemcpy");
+    if (e == cudaSuccess && is_device_range(dst, bytes) && is_device_range(src, bytes)) g_sync_count++;
+    return e;
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind, cudaStream_t stream)
+{
+    if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaMemcpyAsync: unknown stream");
+    return checked_copy(dst, src, bytes, kind, "cudaMemcpyAsync");
+}
+cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t stream)
+{
+    if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaMemsetAsync: unknown stream");
+    if (bytes == 0) return cudaSuccess;
+    if (!is_device_range(ptr, bytes))
+        return fail(cudaErrorInvalidValue, "cudaMemsetAsync: %p (%zu bytes) is not device memory", ptr, bytes);
+    std::memset(ptr, value, bytes);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t *stream)
+{
+    if (!stream) return cudaErrorInvalidValue;
+    simt_stream *s = reinterpret_cast<simt_stream *>(new char(0));
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_streams.insert(s);
+    *stream = s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream)
+{
+    {
+        std::lock_guard<std::mutex> lock(g_mutex);
+        if (!g_streams.erase(stream)) return fail(cudaErrorInvalidValue, "cudaStreamDestroy: unknown stream");
+    }
+    delete reinterpret_cast<char *>(stream);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream)
+{
+    if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaStreamSynchronize: unknown stream");
+    g_sync_count++;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void)
+{
+    g_sync_count++;
+    return cudaSuccess;
+}
+cudaError_t cudaGetLastError(void)
+{
+    cudaError_t e = t_last_error;
+    t_last_error = cudaSuccess;
+    return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return t_last_error; }
+const char *cudaGetErrorName(cudaError_t error)
+{
+    switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    }
+    return "cudaErrorUnknown";
+}
+const char *cudaGetErrorString(cudaError_t error)
+{
+    switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    }
+    return "unknown error";
+}
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attr, const void *ptr)
+{
+    if (!attr) return cudaErrorInvalidValue;
+    const bool dev = ptr && is_device_range(ptr, 1);
+    attr->type = dev ? cudaMemoryTypeDevice : cudaMemoryTypeUnregistered;
+    attr->device = dev ? 0 : -1;
+    attr->devicePointer = dev ? const_cast<void *>(ptr) : nullptr;
+    attr->hostPointer = nullptr;
+    return cudaSuccess;
+}

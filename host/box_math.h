@@ -1,0 +1,81 @@
+/*
+ * Scalar box math shared by the CPU reference (C) and the kernels (CUDA C++,
+ * or g++ in the sim flavor). Written once so both backends take the same
+ * decisions: every product goes through DP_MUL, which the device compiler may
+ * not fuse into an FMA, and the host build disables contraction
+ * (-ffp-contract=off), so a value computed here is bit-identical on both.
+ */
+#ifndef DETPOST_BOX_MATH_H
+#define DETPOST_BOX_MATH_H
+
+#include <math.h>
+
+#if defined(__CUDACC__)
+#define DP_HD static __host__ __device__ __forceinline__
+#else
+#define DP_HD static inline
+#endif
+
+#if defined(__CUDA_ARCH__)
+#define DP_MUL(a, b) __fmul_rn((a), (b))
+#else
+#define DP_MUL(a, b) ((a) * (b))
+#endif
+
+#define DP_FLT_MAX 3.402823466e+38f
+#define DP_DIOU_EPS 1e-7f
+#define DP_FOUR_OVER_PI2 0.40528473456935108578f
+
+/* Must match detpost_overlap_mode. */
+enum { DP_MODE_IOU = 0, DP_MODE_IOF = 1, DP_MODE_GIOU = 2, DP_MODE_DIOU = 3, DP_MODE_CIOU = 4 };
+
+/* Width or height of a box side: the legacy convention adds `offset` (1). */
+DP_HD float dp_extent(float lo, float hi, float offset) { return hi - lo + offset; }
+
+/* A box is usable when its width and height are > 0 and its area is finite;
+ * NaN fails every comparison, so NaN coordinates make a box empty. */
+DP_HD int dp_box_nonempty(float w, float h, float area) { return w > 0.0f && h > 0.0f && area <= DP_FLT_MAX; }
+
+/* The overlap of box a with box b in one of the modes; 0 when either box is
+ * empty; never NaN (torchvision's 0/0 cases give 0 here). */
+DP_HD float dp_overlap(float ax1, float ay1, float ax2, float ay2, float bx1, float by1, float bx2, float by2,
+                       int mode, float offset)
+{
+    const float aw = dp_extent(ax1, ax2, offset), ah = dp_extent(ay1, ay2, offset);
+    const float bw = dp_extent(bx1, bx2, offset), bh = dp_extent(by1, by2, offset);
+    const float area_a = DP_MUL(aw, ah), area_b = DP_MUL(bw, bh);
+    if (!dp_box_nonempty(aw, ah, area_a) || !dp_box_nonempty(bw, bh, area_b)) return 0.0f;
+
+    float iw = dp_extent(fmaxf(ax1, bx1), fminf(ax2, bx2), offset);
+    float ih = dp_extent(fmaxf(ay1, by1), fminf(ay2, by2), offset);
+    iw = iw > 0.0f ? iw : 0.0f;
+    ih = ih > 0.0f ? ih : 0.0f;
+    const float inter = DP_MUL(iw, ih);
+    if (mode == DP_MODE_IOF) return inter / area_a;
+
+    const float uni = area_a + area_b - inter;
+    const float iou = inter / uni;
+    if (mode == DP_MODE_IOU) return iou;
+
+    const float cw = dp_extent(fminf(ax1, bx1), fmaxf(ax2, bx2), offset);
+    const float ch = dp_extent(fminf(ay1, by1), fmaxf(ay2, by2), offset);
+    float r;
+    if (mode == DP_MODE_GIOU) {
+        const float enclosing = DP_MUL(cw, ch);
+        r = iou - (enclosing - uni) / enclosing;
+    } else {
+        const float diag = DP_MUL(cw, cw) + DP_MUL(ch, ch) + DP_DIOU_EPS;
+        const float dx = (bx1 + bx2) / 2.0f - (ax1 + ax2) / 2.0f;
+        const float dy = (by1 + by2) / 2.0f - (ay1 + ay2) / 2.0f;
+        r = iou - (DP_MUL(dx, dx) + DP_MUL(dy, dy)) / diag;
+        if (mode == DP_MODE_CIOU) {
+            const float da = atanf(bw / bh) - atanf(aw / ah);
+            const float v = DP_MUL(DP_FOUR_OVER_PI2, DP_MUL(da, da));
+            const float alpha = v / (1.0f - iou + v + DP_DIOU_EPS);
+            r = r - DP_MUL(alpha, v);
+        }
+    }
+    return r == r ? r : 0.0f;
+}
+
+#endif

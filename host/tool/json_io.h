@@ -1,0 +1,37 @@
+/*
+ * JSON input and output for the detpost tool and the test suites (cJSON).
+ * Kept out of the library so that linking detpost never needs cJSON.
+ * Errors come back as a status and a sentence in the caller's buffer.
+ */
+#ifndef DETPOST_JSON_IO_H
+#define DETPOST_JSON_IO_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cjson/cJSON.h>
+
+#include "detpost.h"
+
+typedef struct dpj_error {
+    char text[512];
+} dpj_error;
+
+/* Reads and parses a file. A syntax error answers DETPOST_ERR_PARSE with the
+ * byte offset where parsing stopped; an unreadable file DETPOST_ERR_IO. */
+detpost_status dpj_load(const char *path, cJSON **root, dpj_error *err);
+detpost_status dpj_parse(const char *text, size_t len, const char *source, cJSON **root, dpj_error *err);
+
+/* A number, or one of the strings "nan", "inf", "-inf" (JSON has no
+ * non-finite numbers). */
+int dpj_number(const cJSON *node, double *value);
+
+/* An array of `cols`-number rows ([[x1, y1, x2, y2], ...] for cols 4) into a
+ * malloc'd row-major array; cols 0 reads a flat array of numbers. */
+detpost_status dpj_float_rows(const cJSON *node, const char *what, int cols, float **out, int64_t *rows,
+                              dpj_error *err);
+
+/* Writes rows x cols floats as a JSON array of arrays (non-finite as null). */
+void dpj_print_matrix(FILE *f, const float *values, int64_t rows, int64_t cols);
+
+#endif

@@ -1,0 +1,30 @@
+/* Shared pieces of the detpost command-line tool's subcommands. */
+#ifndef DETPOST_TOOL_H
+#define DETPOST_TOOL_H
+
+#include "detpost.h"
+#include "json_io.h"
+
+/* Exit codes: 0 success, 1 the operation failed, 2 bad command line. */
+#define TOOL_EXIT_FAIL 1
+#define TOOL_EXIT_USAGE 2
+
+/* Prints "detpost: STATUS: message" on stderr and returns TOOL_EXIT_FAIL. */
+int tool_fail(detpost_status st, const char *message);
+/* Same, with the context's last error as the message. */
+int tool_fail_ctx(detpost_status st, const detpost_ctx *ctx);
+
+/* "cpu" or "cuda" -> backend; returns 0 when the name is neither. */
+int tool_backend(const char *name, detpost_backend *backend);
+/* Creates a context for the backend; on failure prints why and returns NULL. */
+detpost_ctx *tool_open(detpost_backend backend);
+
+/* Allocates context memory and copies `bytes` of host data into it; prints
+ * and returns NULL on failure. */
+void *tool_upload(detpost_ctx *ctx, const void *host, size_t bytes);
+
+int cmd_version(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
+int cmd_iou(int argc, char **argv);
+
+#endif

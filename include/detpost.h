@@ -1,0 +1,189 @@
+/*
+ * detpost: post-processing operations for object detectors (IoU matrices,
+ * NMS, RoI pooling, box coding, cascade resampling) with a CPU reference
+ * backend and a CUDA backend that compute the same function.
+ *
+ * Conventions
+ * - Every fallible call returns a detpost_status (0 = DETPOST_OK). On failure
+ *   detpost_last_error(ctx) holds a sentence naming the argument at fault and
+ *   nothing has been written to the outputs.
+ * - Tensor pointers passed to operations live in the context's memory space:
+ *   host memory for a DETPOST_CPU context, device memory for DETPOST_CUDA.
+ *   detpost_alloc / detpost_to_ctx / detpost_to_host move data between spaces.
+ * - CUDA operations are enqueued on the context's stream and return without
+ *   waiting; counts (num_keep, num_dets, ...) are written to context memory.
+ *   Only detpost_synchronize, detpost_to_ctx and detpost_to_host wait.
+ * - Parameters beyond the tensors travel in detpost_*_params structs; start
+ *   from detpost_*_params_default() so fields added later keep their defaults.
+ * - Sizes are int64_t. A context must be used by one host thread at a time.
+ * - The library keeps no global state, never prints and never exits.
+ */
+#ifndef DETPOST_H
+#define DETPOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DETPOST_VERSION_MAJOR 0
+#define DETPOST_VERSION_MINOR 1
+#define DETPOST_VERSION_PATCH 0
+#define DETPOST_VERSION_NUMBER \
+    (DETPOST_VERSION_MAJOR * 10000 + DETPOST_VERSION_MINOR * 100 + DETPOST_VERSION_PATCH)
+
+/* "MAJOR.MINOR.PATCH" of the library actually linked. */
+const char *detpost_version_string(void);
+
+/* Status codes. The numbers are stable: new codes are only ever appended. */
+typedef enum detpost_status {
+    DETPOST_OK = 0,
+    DETPOST_ERR_INVALID_ARGUMENT = 1, /* a NULL pointer, a bad size or parameter */
+    DETPOST_ERR_UNSUPPORTED = 2,      /* valid request this build or op cannot do */
+    DETPOST_ERR_NO_DEVICE = 3,        /* CUDA asked for but no usable GPU or driver */
+    DETPOST_ERR_OUT_OF_MEMORY = 4,    /* host or device allocation failed */
+    DETPOST_ERR_WORKSPACE_TOO_SMALL = 5, /* caller-owned workspace cannot hold the op */
+    DETPOST_ERR_CUDA = 6,             /* a CUDA runtime or library call failed */
+    DETPOST_ERR_IO = 7,               /* a file could not be read or written */
+    DETPOST_ERR_PARSE = 8,            /* malformed input text (JSON) */
+    DETPOST_ERR_INTERNAL = 9          /* a bug in detpost: please report it */
+} detpost_status;
+
+/* Upper-case name of a status ("OK", "INVALID_ARGUMENT", ...); never NULL. */
+const char *detpost_status_name(detpost_status status);
+
+/* ------------------------------------------------------------------------ */
+/* Context                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum detpost_backend {
+    DETPOST_CPU = 0,  /* the reference implementation, host memory */
+    DETPOST_CUDA = 1  /* CUDA kernels, device memory, asynchronous on a stream */
+} detpost_backend;
+
+typedef struct detpost_ctx detpost_ctx;
+
+/* Creates a context for one backend; `device` is the CUDA device ordinal
+ * (ignored for DETPOST_CPU). On success *ctx is ready to use.
+ * On failure *ctx still receives a context that holds the reason, readable
+ * with detpost_last_error(*ctx); every other call on it fails, and it must be
+ * released with detpost_destroy. Only when even that context cannot be
+ * allocated is *ctx set to NULL (DETPOST_ERR_OUT_OF_MEMORY).
+ * A CUDA context where there is no GPU answers DETPOST_ERR_NO_DEVICE. */
+detpost_status detpost_create(detpost_ctx **ctx, detpost_backend backend, int device);
+
+/* Releases the context, its workspace arena and its library handles.
+ * Waits for the context's stream first. NULL is accepted and ignored. */
+void detpost_destroy(detpost_ctx *ctx);
+
+/* The sentence describing the last failure on this context, "" if none.
+ * The string belongs to the context and changes with the next failing call. */
+const char *detpost_last_error(const detpost_ctx *ctx);
+
+detpost_backend detpost_get_backend(const detpost_ctx *ctx);
+
+/* Sets the CUDA stream (a cudaStream_t passed as void *; NULL = the legacy
+ * default stream) on which the context enqueues its work. DETPOST_CPU
+ * contexts accept only NULL. */
+detpost_status detpost_set_stream(detpost_ctx *ctx, void *stream);
+void *detpost_get_stream(const detpost_ctx *ctx);
+
+/* Waits until all work enqueued on the context's stream has finished. */
+detpost_status detpost_synchronize(detpost_ctx *ctx);
+
+/* Number of usable CUDA devices: 0 when the build has no CUDA backend or
+ * there is no GPU or driver (any CUDA error counts as none). The emulated
+ * build reports its one emulated device. */
+int detpost_cuda_device_count(void);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Allocates `bytes` in the context's memory space (256-byte aligned).
+ * A request of 0 bytes yields *ptr == NULL and DETPOST_OK. */
+detpost_status detpost_alloc(detpost_ctx *ctx, void **ptr, size_t bytes);
+/* Frees memory from detpost_alloc on the same context; NULL is ignored.
+ * On CUDA the release is ordered on the context's stream. */
+detpost_status detpost_free(detpost_ctx *ctx, void *ptr);
+/* Copies `bytes` from host memory into context memory and waits for it. */
+detpost_status detpost_to_ctx(detpost_ctx *ctx, void *dst_ctx, const void *src_host, size_t bytes);
+/* Copies `bytes` from context memory into host memory and waits for it
+ * (and for the work before it on the context's stream). */
+detpost_status detpost_to_host(detpost_ctx *ctx, void *dst_host, const void *src_ctx, size_t bytes);
+
+/* Workspace. By default the context owns an arena in its memory space that
+ * grows only when an operation needs more than it holds, so repeated calls
+ * of the same shapes allocate nothing. A caller may instead lend its own
+ * buffer (context memory, any alignment is rounded up internally): from then
+ * on the library never allocates scratch and an operation that needs more
+ * answers DETPOST_ERR_WORKSPACE_TOO_SMALL. ptr == NULL returns to the owned
+ * arena. The buffer must stay valid until the work using it has finished. */
+detpost_status detpost_set_workspace(detpost_ctx *ctx, void *ptr, size_t bytes);
+/* Bytes currently held by the owned arena (0 with a caller workspace). */
+size_t detpost_workspace_capacity(const detpost_ctx *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Box overlaps                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Boxes are float32 (x1, y1, x2, y2); width = x2 - x1 + offset. A box whose
+ * width or height is not > 0 (NaN included), or whose area is not finite, is
+ * empty: every overlap mode gives 0 for it. No mode yields NaN. */
+typedef enum detpost_overlap_mode {
+    DETPOST_IOU = 0,  /* intersection / union */
+    DETPOST_IOF = 1,  /* intersection / area of the box from `a` */
+    DETPOST_GIOU = 2, /* IoU - (enclosing area - union) / enclosing area */
+    DETPOST_DIOU = 3, /* IoU - centre distance^2 / (enclosing diagonal^2 + 1e-7) */
+    DETPOST_CIOU = 4  /* DIoU - alpha * v, v the aspect-ratio term (torchvision) */
+} detpost_overlap_mode;
+
+typedef struct detpost_overlap_params {
+    detpost_overlap_mode mode;
+    int aligned;  /* 0: every a against every b; 1: a[i] against b[i] */
+    float offset; /* 0 (continuous) or 1 (legacy pixel convention) */
+} detpost_overlap_params;
+
+/* mode DETPOST_IOU, aligned 0, offset 0 */
+detpost_overlap_params detpost_overlap_params_default(void);
+
+/* a is [batch, na, 4], b is [batch, nb, 4]; out is [batch, na, nb], or
+ * [batch, na] when p->aligned (then na must equal nb). p may be NULL for the
+ * defaults. Empty sizes (na, nb or batch 0) are valid and write nothing. */
+detpost_status detpost_box_overlaps(detpost_ctx *ctx, const detpost_overlap_params *p,
+                                    const float *a, int64_t na, const float *b, int64_t nb,
+                                    int64_t batch, float *out);
+
+/* Binary masks a [na, pixels] and b [nb, pixels] (bytes, nonzero = set);
+ * out [na, nb] = |a & b| / |a | b|, 0 where the union is empty.
+ * On CUDA the intersections come from one half-precision GEMM with float
+ * accumulation, exact up to 2^24 pixels; more pixels answer
+ * DETPOST_ERR_UNSUPPORTED on both backends, so they agree. */
+detpost_status detpost_mask_iou(detpost_ctx *ctx, const uint8_t *a, int64_t na,
+                                const uint8_t *b, int64_t nb, int64_t pixels, float *out);
+/* Workspace bytes detpost_mask_iou needs for these sizes on this context. */
+detpost_status detpost_mask_iou_workspace_size(detpost_ctx *ctx, int64_t na, int64_t nb,
+                                               int64_t pixels, size_t *bytes);
+
+/* ------------------------------------------------------------------------ */
+/* Non-maximum suppression                                                   */
+/* ------------------------------------------------------------------------ */
+
+
+/* ------------------------------------------------------------------------ */
+/* RoI Align and RoI Pool                                                    */
+/* ------------------------------------------------------------------------ */
+
+
+/* ------------------------------------------------------------------------ */
+/* Box coding and cascade resampling                                         */
+/* ------------------------------------------------------------------------ */
+
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DETPOST_H */

@@ -1,0 +1,177 @@
+/* The context, status, memory and workspace API. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+Test(api, version_matches_header)
+{
+    char want[32];
+    snprintf(want, sizeof want, "%d.%d.%d", DETPOST_VERSION_MAJOR, DETPOST_VERSION_MINOR, DETPOST_VERSION_PATCH);
+    cr_assert_str_eq(detpost_version_string(), want);
+    cr_assert_eq(DETPOST_VERSION_NUMBER,
+                 DETPOST_VERSION_MAJOR * 10000 + DETPOST_VERSION_MINOR * 100 + DETPOST_VERSION_PATCH);
+}
+
+Test(api, status_numbers_and_names_are_stable)
+{
+    static const char *const names[] = {"OK",  "INVALID_ARGUMENT", "UNSUPPORTED", "NO_DEVICE", "OUT_OF_MEMORY",
+                                        "WORKSPACE_TOO_SMALL", "CUDA", "IO", "PARSE", "INTERNAL"};
+    for (int i = 0; i < 10; ++i) cr_assert_str_eq(detpost_status_name((detpost_status)i), names[i]);
+    cr_assert_eq(DETPOST_ERR_INTERNAL, 9);
+    cr_assert_str_eq(detpost_status_name((detpost_status)1234), "UNKNOWN_STATUS");
+}
+
+Test(api, create_destroy_cpu)
+{
+    detpost_ctx *ctx = NULL;
+    cr_assert_eq(detpost_create(&ctx, DETPOST_CPU, 0), DETPOST_OK);
+    cr_assert_not_null(ctx);
+    cr_assert_eq(detpost_get_backend(ctx), DETPOST_CPU);
+    cr_assert_str_empty(detpost_last_error(ctx));
+    cr_assert_eq(detpost_synchronize(ctx), DETPOST_OK);
+    cr_assert_eq(detpost_set_stream(ctx, NULL), DETPOST_OK);
+    int dummy;
+    cr_assert_eq(detpost_set_stream(ctx, &dummy), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(ctx), "stream") != NULL);
+    detpost_destroy(ctx);
+    detpost_destroy(NULL);
+    cr_assert_eq(detpost_create(NULL, DETPOST_CPU, 0), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert_str_eq(detpost_last_error(NULL), "ctx is NULL");
+}
+
+Test(api, failed_create_keeps_the_reason)
+{
+    detpost_ctx *ctx = NULL;
+    cr_assert_eq(detpost_create(&ctx, (detpost_backend)7, 0), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert_not_null(ctx);
+    cr_assert(strstr(detpost_last_error(ctx), "backend") != NULL, "%s", detpost_last_error(ctx));
+    void *p = NULL;
+    cr_assert_eq(detpost_alloc(ctx, &p, 16), DETPOST_ERR_INVALID_ARGUMENT, "a failed context refuses work");
+    cr_assert_null(p);
+    detpost_destroy(ctx);
+}
+
+Test(api, cuda_context_matches_the_build)
+{
+    detpost_ctx *ctx = NULL;
+    detpost_status st = detpost_create(&ctx, DETPOST_CUDA, 0);
+#if !TEST_HAS_CUDA
+    cr_assert_eq(detpost_cuda_device_count(), 0);
+    cr_assert_eq(st, DETPOST_ERR_NO_DEVICE);
+    cr_assert(strstr(detpost_last_error(ctx), "no CUDA backend") != NULL, "%s", detpost_last_error(ctx));
+#elif defined(DETPOST_SIM)
+    cr_assert_eq(detpost_cuda_device_count(), 1, "the emulator is one device");
+    cr_assert_eq(st, DETPOST_OK, "%s", detpost_last_error(ctx));
+#else
+    if (detpost_cuda_device_count() == 0) {
+        cr_assert_eq(st, DETPOST_ERR_NO_DEVICE);
+        cr_assert(strstr(detpost_last_error(ctx), "no CUDA device") != NULL, "%s", detpost_last_error(ctx));
+    } else {
+        cr_assert_eq(st, DETPOST_OK, "%s", detpost_last_error(ctx));
+    }
+#endif
+    detpost_destroy(ctx);
+}
+
+#if TEST_HAS_CUDA
+Test(api, cuda_device_out_of_range)
+{
+    if (detpost_cuda_device_count() == 0) cr_skip_test("no CUDA device in this machine");
+    detpost_ctx *ctx = NULL;
+    cr_assert_eq(detpost_create(&ctx, DETPOST_CUDA, 4096), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(ctx), "device 4096") != NULL, "%s", detpost_last_error(ctx));
+    detpost_destroy(ctx);
+    cr_assert_eq(detpost_create(&ctx, DETPOST_CUDA, -1), DETPOST_ERR_INVALID_ARGUMENT);
+    detpost_destroy(ctx);
+}
+#endif
+
+static void memory_round_trip(detpost_backend backend)
+{
+    detpost_ctx *ctx = t_ctx(backend);
+    unsigned char src[1000], back[1000];
+    for (int i = 0; i < 1000; ++i) src[i] = (unsigned char)(i * 7);
+    void *dev = NULL;
+    cr_assert_eq(detpost_alloc(ctx, &dev, sizeof src), DETPOST_OK);
+    cr_assert_eq((uintptr_t)dev % 256, 0, "allocations are 256-byte aligned");
+    cr_assert_eq(detpost_to_ctx(ctx, dev, src, sizeof src), DETPOST_OK);
+    memset(back, 0, sizeof back);
+    cr_assert_eq(detpost_to_host(ctx, back, dev, sizeof back), DETPOST_OK);
+    cr_assert_arr_eq(back, src, sizeof src);
+    cr_assert_eq(detpost_free(ctx, dev), DETPOST_OK);
+    void *zero = (void *)1;
+    cr_assert_eq(detpost_alloc(ctx, &zero, 0), DETPOST_OK);
+    cr_assert_null(zero);
+    cr_assert_eq(detpost_free(ctx, NULL), DETPOST_OK);
+    cr_assert_eq(detpost_alloc(ctx, NULL, 8), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(detpost_to_ctx(ctx, NULL, src, 8), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(ctx), "dst_ctx") != NULL);
+    cr_assert_eq(detpost_to_host(ctx, back, NULL, 8), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(ctx), "src_ctx") != NULL);
+    detpost_destroy(ctx);
+}
+
+Test(api, memory_cpu) { memory_round_trip(DETPOST_CPU); }
+#if TEST_HAS_CUDA
+Test(api, memory_cuda) { memory_round_trip(DETPOST_CUDA); }
+#endif
+
+/* The arena grows only when an op needs more; a caller's buffer is used as
+ * is and never grown. */
+static void workspace_arena(detpost_backend backend)
+{
+    detpost_ctx *ctx = t_ctx(backend);
+    uint8_t m[64 * 10];
+    for (int i = 0; i < 640; ++i) m[i] = (uint8_t)(i % 3 == 0);
+    uint8_t *dm = t_up(ctx, m, sizeof m);
+    float *dout = t_alloc(ctx, 100 * sizeof(float));
+    size_t need = 0;
+    cr_assert_eq(detpost_mask_iou_workspace_size(ctx, 10, 10, 64, &need), DETPOST_OK);
+    cr_assert_eq(detpost_mask_iou(ctx, dm, 10, dm, 10, 64, dout), DETPOST_OK, "%s", detpost_last_error(ctx));
+    const size_t cap = detpost_workspace_capacity(ctx);
+    cr_assert_leq(cap, need);
+    cr_assert_eq(detpost_mask_iou(ctx, dm, 5, dm, 5, 64, dout), DETPOST_OK);
+    cr_assert_eq(detpost_workspace_capacity(ctx), cap, "a smaller call does not reallocate");
+    cr_assert_eq(detpost_mask_iou(ctx, dm, 10, dm, 10, 64, dout), DETPOST_OK);
+    cr_assert_eq(detpost_workspace_capacity(ctx), cap, "the same call does not reallocate");
+    t_free(ctx, dm), t_free(ctx, dout);
+    detpost_destroy(ctx);
+}
+
+Test(api, workspace_cpu) { workspace_arena(DETPOST_CPU); }
+#if TEST_HAS_CUDA
+Test(api, workspace_cuda) { workspace_arena(DETPOST_CUDA); }
+#endif
+
+#if defined(DETPOST_SIM)
+/* Operations enqueue work and return: no host synchronisation, and no
+ * allocation once the arena has grown. */
+Test(api, ops_never_synchronise)
+{
+    detpost_ctx *ctx = t_ctx(DETPOST_CUDA);
+    float boxes[40 * 4];
+    t_rng rng = {3};
+    t_detector_boxes(&rng, boxes, 40, 100, 100, 0);
+    uint8_t m[8 * 50];
+    for (int i = 0; i < 400; ++i) m[i] = (uint8_t)(t_next(&rng) % 2);
+    float *db = t_up(ctx, boxes, sizeof boxes);
+    uint8_t *dm = t_up(ctx, m, sizeof m);
+    float *dout = t_alloc(ctx, 40 * 40 * sizeof(float));
+    detpost_overlap_params p = detpost_overlap_params_default();
+    cr_assert_eq(detpost_mask_iou(ctx, dm, 8, dm, 8, 50, dout), DETPOST_OK); /* grows the arena */
+    const unsigned long long syncs = simt_sync_count();
+    const size_t live = simt_live_allocations();
+    for (int k = 0; k < 3; ++k) {
+        cr_assert_eq(detpost_box_overlaps(ctx, &p, db, 40, db, 40, 1, dout), DETPOST_OK);
+        cr_assert_eq(detpost_mask_iou(ctx, dm, 8, dm, 8, 50, dout), DETPOST_OK);
+    }
+    cr_assert_eq(simt_sync_count(), syncs, "an operation synchronised with the host");
+    cr_assert_eq(simt_live_allocations(), live, "an operation allocated in steady state");
+    cr_assert_eq(detpost_synchronize(ctx), DETPOST_OK);
+    cr_assert_eq(simt_sync_count(), syncs + 1, "detpost_synchronize is counted");
+    t_free(ctx, db), t_free(ctx, dm), t_free(ctx, dout);
+    detpost_destroy(ctx);
+}
+#endif
