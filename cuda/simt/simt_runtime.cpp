@@ -211,6 +211,12 @@ namespace {
 
 void fiber_init(fiber_ctx &f, char *stack_lo, size_t size)
 {
+#ifdef SIMT_ASAN
+    /* A finished fiber never returns from simt_fiber_main, so that frame's
+     * redzones stay poisoned at the top of the stack it leaves behind. */
+    const size_t top_bytes = size < 16384 ? size : 16384;
+    ASAN_UNPOISON_MEMORY_REGION(stack_lo + size - top_bytes, top_bytes);
+#endif
 #if defined(__x86_64__)
     uintptr_t top = reinterpret_cast<uintptr_t>(stack_lo + size) & ~uintptr_t(15);
     uint64_t *sp = reinterpret_cast<uint64_t *>(top);
