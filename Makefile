@@ -69,7 +69,9 @@ LIBS_cuda := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcudart -lstdc
 LINK_cpu := $(CC)
 LINK_sim := $(CXX)
 LINK_cuda := $(CXX)
-RPATH := -Wl,-rpath,'$$ORIGIN/lib'
+# Binaries look for their libraries in ./lib first (the GPU bundle); the old
+# DT_RPATH form applies to those libraries' own dependencies too.
+RPATH := -Wl,--disable-new-dtags -Wl,-rpath,'$$ORIGIN/lib'
 
 objs = $(patsubst %.c,$(BUILD)/$(1)/obj/%.o,$(LIB_C)) \
 	$(if $(filter cpu,$(1)),,$(patsubst %.cu,$(BUILD)/$(1)/obj/%.o,$(LIB_CU))) \
@@ -131,13 +133,13 @@ $(BUILD)/$(1)/libdetpost.so: $(BUILD)/$(1)/libdetpost.so.$(VERSION)
 	ln -sf libdetpost.so.$(VERSION) $$@
 
 $(BUILD)/$(1)/detpost: $$(call tool_objs,$(1)) $(BUILD)/$(1)/libdetpost.a | deps
-	$$(LINK_$(1)) $$(SANFLAGS) $(RPATH) -o $$@ $$^ -lcjson $$(LIBS_$(1))
+	$$(LINK_$(1)) $$(SANFLAGS) $$(RPATH) -o $$@ $$^ -lcjson $$(LIBS_$(1))
 
 $(BUILD)/$(1)/detpost_tests: $$(call test_objs,$(1)) $(BUILD)/$(1)/libdetpost.a | deps
-	$$(LINK_$(1)) $$(SANFLAGS) $(RPATH) -o $$@ $$^ -lcriterion -lcjson $$(LIBS_$(1))
+	$$(LINK_$(1)) $$(SANFLAGS) $$(RPATH) -o $$@ $$^ -lcriterion -lcjson $$(LIBS_$(1))
 
 $(BUILD)/$(1)/detpost_bench: $(patsubst %.c,$(BUILD)/$(1)/obj/%.o,$(BENCH_C)) $(BUILD)/$(1)/libdetpost.a
-	$$(LINK_$(1)) $$(SANFLAGS) $(RPATH) -o $$@ $$^ $$(if $$(filter cuda,$(1)),-L$$(CUDA_LIBDIR) -lcudart) $$(LIBS_$(1))
+	$$(LINK_$(1)) $$(SANFLAGS) $$(RPATH) -o $$@ $$^ $$(if $$(filter cuda,$(1)),-L$$(CUDA_LIBDIR) -lcudart) $$(LIBS_$(1))
 endef
 $(foreach f,cpu sim cuda,$(eval $(call flavor_rules,$(f))))
 

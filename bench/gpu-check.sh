@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The whole GPU check in one run, on a machine with an NVIDIA GPU, the CUDA
+# driver and toolkit, and build/gpu copied from `make gpu-bundle`:
+#   1. the cuda test suite,
+#   2. compute-sanitizer memcheck and racecheck over it (where the tool works),
+#   3. the benchmark (CUDA events, medians),
+#   4. bench/vs_torchvision.py beside torchvision's CUDA ops (where it imports).
+# Everything is written under $RESULTS_DIR (default build/gpu-results); a short
+# table comes last. Meant to finish in under 6 minutes.
+set -u
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+G=${GPU_DIR:-build/gpu}
+R=${RESULTS_DIR:-build/gpu-results}
+mkdir -p "$R"
+if [ ! -x "$G/detpost_tests" ]; then
+    echo "gpu-check: $G/detpost_tests is missing; run 'make gpu-bundle' first" >&2
+    exit 2
+fi
+cuda_libs=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -d "$d" ] && cuda_libs="$cuda_libs:$d"
+done
+export LD_LIBRARY_PATH="$G/lib$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export DETPOST_TEST_DATA="$here/tests/data"
+summary=()
+add() { summary+=("$(printf '%-34s %s' "$1" "$2")"); }
+t0=$(date +%s)
+
+{
+    date -u +"date: %Y-%m-%dT%H:%M:%SZ"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1
+    "$G/detpost" version
+    "$G/detpost" devices
+} | tee "$R/machine.txt"
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+add "card" "${card:-unknown}"
+
+echo "== cuda test suite"
+timeout 240 "$G/detpost_tests" --jobs 8 >"$R/tests.log" 2>&1
+rc=$?
+synth=$(grep -a "Synthesis" "$R/tests.log" | tail -1 | sed 's/.*Synthesis: //')
+tail -5 "$R/tests.log"
+add "cuda suite (rc $rc)" "${synth:-no synthesis line}"
+
+if command -v compute-sanitizer >/dev/null 2>&1; then
+    for tool in memcheck racecheck; do
+        echo "== compute-sanitizer --tool $tool"
+        timeout 150 compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 99 \
+            "$G/detpost_tests" --jobs 4 --filter "${SANITIZER_FILTER:-*/*}" >"$R/sanitizer-$tool.log" 2>&1
+        rc=$?
+        errors=$(grep -aE "ERROR SUMMARY: [0-9]+" "$R/sanitizer-$tool.log" | grep -v "ERROR SUMMARY: 0 " | head -3 | tr '\n' ' ')
+        tail -3 "$R/sanitizer-$tool.log"
+        case $rc in
+        0) add "compute-sanitizer $tool" "clean" ;;
+        124) add "compute-sanitizer $tool" "timed out (see sanitizer-$tool.log)" ;;
+        *) add "compute-sanitizer $tool" "rc $rc ${errors:-see sanitizer-$tool.log}" ;;
+        esac
+    done
+else
+    add "compute-sanitizer" "not installed"
+fi
+
+echo "== benchmark"
+timeout 120 "$G/detpost_bench" --backend cuda --out "$R/bench.json" | tee "$R/bench.txt"
+add "benchmark (rc ${PIPESTATUS[0]})" "$(($(wc -l <"$R/bench.txt") - 1)) cases, bench.json"
+
+if python3 -c "import torch, torchvision" >/dev/null 2>&1; then
+    echo "== beside torchvision"
+    timeout 150 python3 bench/vs_torchvision.py --lib "$G/lib/libdetpost.so" --out "$R/vs_torchvision.json" \
+        >"$R/vs_torchvision.txt" 2>&1
+    rc=$?
+    cat "$R/vs_torchvision.txt"
+    add "vs torchvision (rc $rc)" "vs_torchvision.json"
+else
+    add "vs torchvision" "skipped: python3 cannot import torchvision"
+fi
+
+echo
+echo "== summary ($(($(date +%s) - t0)) s)"
+printf '%s\n' "${summary[@]}"
+if [ -f "$R/vs_torchvision.txt" ]; then
+    echo
+    sed -n '/^| op/,$p' "$R/vs_torchvision.txt"
+fi

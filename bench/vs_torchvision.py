@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""detpost beside torchvision's CUDA ops, on the same CUDA tensors.
+
+Loads libdetpost.so (cuda flavor) through ctypes, binds a CUDA context to
+PyTorch's current stream, and times each pair of calls with CUDA events
+(warm-up first, median of repeated calls). Each row also checks that the two
+answers agree. Prints a table of ratios last; --out writes the rows as JSON.
+"""
+import argparse
+import ctypes
+import json
+import math
+import statistics
+import sys
+import traceback
+
+import torch
+import torchvision
+
+C_I64 = ctypes.c_int64
+C_PTR = ctypes.c_void_p
+
+
+class OverlapParams(ctypes.Structure):
+    _fields_ = [("mode", ctypes.c_int), ("aligned", ctypes.c_int), ("offset", ctypes.c_float)]
+
+
+class Detpost:
+    """The subset of the C API the comparisons call."""
+
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(path)
+        lib = self.lib
+        lib.detpost_version_string.restype = ctypes.c_char_p
+        lib.detpost_last_error.restype = ctypes.c_char_p
+        lib.detpost_last_error.argtypes = [C_PTR]
+        lib.detpost_status_name.restype = ctypes.c_char_p
+        lib.detpost_create.argtypes = [ctypes.POINTER(C_PTR), ctypes.c_int, ctypes.c_int]
+        lib.detpost_destroy.argtypes = [C_PTR]
+        lib.detpost_set_stream.argtypes = [C_PTR, C_PTR]
+        lib.detpost_box_overlaps.argtypes = [C_PTR, ctypes.POINTER(OverlapParams), C_PTR, C_I64, C_PTR, C_I64,
+                                             C_I64, C_PTR]
+        lib.detpost_mask_iou.argtypes = [C_PTR, C_PTR, C_I64, C_PTR, C_I64, C_I64, C_PTR]
+        self.ctx = C_PTR()
+        self.check(lib.detpost_create(ctypes.byref(self.ctx), 1, torch.cuda.current_device()), "detpost_create")
+        self.check(lib.detpost_set_stream(self.ctx, C_PTR(torch.cuda.current_stream().cuda_stream)),
+                   "detpost_set_stream")
+
+    def check(self, status, what):
+        if status != 0:
+            name = self.lib.detpost_status_name(status).decode()
+            raise RuntimeError(f"{what}: {name}: {self.lib.detpost_last_error(self.ctx).decode()}")
+
+    def call(self, name, *args):
+        self.check(getattr(self.lib, name)(self.ctx, *args), name)
+
+
+def ptr(t):
+    return C_PTR(t.data_ptr())
+
+
+def gpu_median_ms(fn, reps, warmup=5):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
+def detector_boxes(n, w=1333.0, h=800.0, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    objects = max(1, n // 50)
+    centre = torch.rand(objects, 2, generator=g) * torch.tensor([w, h])
+    size = (0.05 + 0.3 * torch.rand(objects, 2, generator=g)) * torch.tensor([w, h])
+    pick = torch.randint(0, objects, (n,), generator=g)
+    jitter = 1 + 0.2 * (torch.rand(n, 4, generator=g) - 0.5)
+    c, s = centre[pick], size[pick]
+    boxes = torch.cat([c - s / 2, c + s / 2], dim=1) * jitter
+    return boxes.float().cuda().contiguous()
+
+
+CASES = []
+
+
+def case(fn):
+    CASES.append(fn)
+    return fn
+
+
+def row(op, shape, dp_ms, tv_ms, agree, target=None, note=""):
+    speedup = tv_ms / dp_ms if dp_ms > 0 else float("nan")
+    ok = "" if target is None else ("yes" if speedup >= target else "NO")
+    return {"op": op, "shape": shape, "detpost_ms": dp_ms, "torchvision_ms": tv_ms, "speedup": speedup,
+            "target": target, "meets_target": ok, "agree": agree, "note": note}
+
+
+@case
+def box_iou(dp, reps):
+    rows = []
+    for n in (1000, 4000, 10000):
+        a, b = detector_boxes(n, seed=1), detector_boxes(n, seed=2)
+        out = torch.empty(n, n, device="cuda")
+        p = OverlapParams(0, 0, 0.0)
+        run = lambda: dp.call("detpost_box_overlaps", ctypes.byref(p), ptr(a), n, ptr(b), n, 1, ptr(out))
+        dp_ms = gpu_median_ms(run, reps)
+        tv_ms = gpu_median_ms(lambda: torchvision.ops.box_iou(a, b), reps)
+        run()
+        err = (out - torchvision.ops.box_iou(a, b)).abs().max().item()
+        gbs = n * n * 4 / (dp_ms * 1e-3) / 1e9
+        rows.append(row("box_iou", f"{n}x{n}", dp_ms, tv_ms, f"max|diff| {err:.1e}", note=f"{gbs:.0f} GB/s written"))
+    return rows
+
+
+@case
+def generalized_iou(dp, reps):
+    n = 4000
+    a, b = detector_boxes(n, seed=3), detector_boxes(n, seed=4)
+    out = torch.empty(n, n, device="cuda")
+    rows = []
+    for mode, name, tv in ((2, "generalized_box_iou", torchvision.ops.generalized_box_iou),
+                           (3, "distance_box_iou", torchvision.ops.distance_box_iou),
+                           (4, "complete_box_iou", torchvision.ops.complete_box_iou)):
+        p = OverlapParams(mode, 0, 0.0)
+        run = lambda: dp.call("detpost_box_overlaps", ctypes.byref(p), ptr(a), n, ptr(b), n, 1, ptr(out))
+        dp_ms = gpu_median_ms(run, reps)
+        tv_ms = gpu_median_ms(lambda: tv(a, b), reps)
+        run()
+        err = (out - tv(a, b)).abs().max().item()
+        rows.append(row(name, f"{n}x{n}", dp_ms, tv_ms, f"max|diff| {err:.1e}"))
+    return rows
+
+
+@case
+def mask_iou(dp, reps):
+    """torchvision has no mask IoU: the baseline is the same steps in torch."""
+    na, nb, side = 100, 100, 256
+    g = torch.Generator(device="cpu").manual_seed(5)
+    a = (torch.rand(na, side * side, generator=g) < 0.3).to(torch.uint8).cuda()
+    b = (torch.rand(nb, side * side, generator=g) < 0.3).to(torch.uint8).cuda()
+    out = torch.empty(na, nb, device="cuda")
+
+    def torch_mask_iou():
+        ah, bh = a.half(), b.half()
+        inter = (ah @ bh.t()).float()
+        area_a, area_b = a.sum(1, dtype=torch.float32), b.sum(1, dtype=torch.float32)
+        union = area_a[:, None] + area_b[None, :] - inter
+        return torch.where(union > 0, inter / union, torch.zeros_like(inter))
+
+    run = lambda: dp.call("detpost_mask_iou", ptr(a), na, ptr(b), nb, side * side, ptr(out))
+    dp_ms = gpu_median_ms(run, reps)
+    tv_ms = gpu_median_ms(torch_mask_iou, reps)
+    run()
+    a64, b64 = a.double(), b.double()
+    inter = a64 @ b64.t()
+    exact = inter / (a64.sum(1)[:, None] + b64.sum(1)[None, :] - inter)
+    err = (out.double() - exact).abs().max().item()
+    return [row("mask_iou (torch baseline)", f"{na}x{nb}@{side}x{side}", dp_ms, tv_ms, f"max|diff| {err:.1e}")]
+
+
+def copy_bandwidth_gbs():
+    x = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
+    y = torch.empty_like(x)
+    ms = gpu_median_ms(lambda: y.copy_(x), 10)
+    return 2 * x.numel() * 4 / (ms * 1e-3) / 1e9
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", default="build/gpu/lib/libdetpost.so")
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--out")
+    ap.add_argument("--filter", default="")
+    args = ap.parse_args()
+
+    dp = Detpost(args.lib)
+    print(f"detpost {dp.lib.detpost_version_string().decode()}, torch {torch.__version__}, "
+          f"torchvision {torchvision.__version__}, {torch.cuda.get_device_name()}")
+    copy = copy_bandwidth_gbs()
+    print(f"device-to-device copy: {copy:.0f} GB/s (read + write)")
+    rows, failures = [], 0
+    for fn in CASES:
+        if args.filter not in fn.__name__:
+            continue
+        try:
+            rows.extend(fn(dp, args.reps))
+        except Exception:
+            failures += 1
+            print(f"case {fn.__name__} failed:", file=sys.stderr)
+            traceback.print_exc()
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "copy_gbs": copy, "rows": rows}, f, indent=1)
+    print()
+    print("| op | shape | detpost ms | torchvision ms | speedup | target | met | agreement | note |")
+    print("|---|---|---:|---:|---:|---:|---|---|---|")
+    for r in rows:
+        target = "" if r["target"] is None else f"{r['target']:g}x"
+        print(f"| {r['op']} | {r['shape']} | {r['detpost_ms']:.4f} | {r['torchvision_ms']:.4f} | "
+              f"{r['speedup']:.2f}x | {target} | {r['meets_target']} | {r['agree']} | {r['note']} |")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
