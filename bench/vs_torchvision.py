@@ -75,14 +75,15 @@ def gpu_median_ms(fn, reps, warmup=5):
 
 
 def detector_boxes(n, w=1333.0, h=800.0, seed=0):
+    """Clusters of boxes jittered around a few objects; every box is non-empty."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     objects = max(1, n // 50)
     centre = torch.rand(objects, 2, generator=g) * torch.tensor([w, h])
     size = (0.05 + 0.3 * torch.rand(objects, 2, generator=g)) * torch.tensor([w, h])
     pick = torch.randint(0, objects, (n,), generator=g)
-    jitter = 1 + 0.2 * (torch.rand(n, 4, generator=g) - 0.5)
     c, s = centre[pick], size[pick]
-    boxes = torch.cat([c - s / 2, c + s / 2], dim=1) * jitter
+    jitter = 0.2 * (torch.rand(n, 4, generator=g) - 0.5) * s.repeat(1, 2)  # at most 10% of the box's size
+    boxes = torch.cat([c - s / 2, c + s / 2], dim=1) + jitter
     return boxes.float().cuda().contiguous()
 
 

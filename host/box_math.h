@@ -36,46 +36,67 @@ DP_HD float dp_extent(float lo, float hi, float offset) { return hi - lo + offse
  * NaN fails every comparison, so NaN coordinates make a box empty. */
 DP_HD int dp_box_nonempty(float w, float h, float area) { return w > 0.0f && h > 0.0f && area <= DP_FLT_MAX; }
 
+/* A box with the quantities every overlap mode needs, computed once so a
+ * kernel comparing one box against many can reuse them. */
+typedef struct dp_pbox {
+    float x1, y1, x2, y2, w, h, area;
+    int nonempty;
+} dp_pbox;
+
+DP_HD dp_pbox dp_prepare_box(float x1, float y1, float x2, float y2, float offset)
+{
+    dp_pbox b;
+    b.x1 = x1, b.y1 = y1, b.x2 = x2, b.y2 = y2;
+    b.w = dp_extent(x1, x2, offset);
+    b.h = dp_extent(y1, y2, offset);
+    b.area = DP_MUL(b.w, b.h);
+    b.nonempty = dp_box_nonempty(b.w, b.h, b.area);
+    return b;
+}
+
 /* The overlap of box a with box b in one of the modes; 0 when either box is
  * empty; never NaN (torchvision's 0/0 cases give 0 here). */
-DP_HD float dp_overlap(float ax1, float ay1, float ax2, float ay2, float bx1, float by1, float bx2, float by2,
-                       int mode, float offset)
+DP_HD float dp_overlap_prepared(const dp_pbox *a, const dp_pbox *b, int mode, float offset)
 {
-    const float aw = dp_extent(ax1, ax2, offset), ah = dp_extent(ay1, ay2, offset);
-    const float bw = dp_extent(bx1, bx2, offset), bh = dp_extent(by1, by2, offset);
-    const float area_a = DP_MUL(aw, ah), area_b = DP_MUL(bw, bh);
-    if (!dp_box_nonempty(aw, ah, area_a) || !dp_box_nonempty(bw, bh, area_b)) return 0.0f;
-
-    float iw = dp_extent(fmaxf(ax1, bx1), fminf(ax2, bx2), offset);
-    float ih = dp_extent(fmaxf(ay1, by1), fminf(ay2, by2), offset);
+    if (!a->nonempty || !b->nonempty) return 0.0f;
+    float iw = dp_extent(fmaxf(a->x1, b->x1), fminf(a->x2, b->x2), offset);
+    float ih = dp_extent(fmaxf(a->y1, b->y1), fminf(a->y2, b->y2), offset);
     iw = iw > 0.0f ? iw : 0.0f;
     ih = ih > 0.0f ? ih : 0.0f;
     const float inter = DP_MUL(iw, ih);
-    if (mode == DP_MODE_IOF) return inter / area_a;
+    if (mode == DP_MODE_IOF) return inter / a->area;
 
-    const float uni = area_a + area_b - inter;
+    const float uni = a->area + b->area - inter;
     const float iou = inter / uni;
     if (mode == DP_MODE_IOU) return iou;
 
-    const float cw = dp_extent(fminf(ax1, bx1), fmaxf(ax2, bx2), offset);
-    const float ch = dp_extent(fminf(ay1, by1), fmaxf(ay2, by2), offset);
+    const float cw = dp_extent(fminf(a->x1, b->x1), fmaxf(a->x2, b->x2), offset);
+    const float ch = dp_extent(fminf(a->y1, b->y1), fmaxf(a->y2, b->y2), offset);
     float r;
     if (mode == DP_MODE_GIOU) {
         const float enclosing = DP_MUL(cw, ch);
         r = iou - (enclosing - uni) / enclosing;
     } else {
         const float diag = DP_MUL(cw, cw) + DP_MUL(ch, ch) + DP_DIOU_EPS;
-        const float dx = (bx1 + bx2) / 2.0f - (ax1 + ax2) / 2.0f;
-        const float dy = (by1 + by2) / 2.0f - (ay1 + ay2) / 2.0f;
+        const float dx = (b->x1 + b->x2) / 2.0f - (a->x1 + a->x2) / 2.0f;
+        const float dy = (b->y1 + b->y2) / 2.0f - (a->y1 + a->y2) / 2.0f;
         r = iou - (DP_MUL(dx, dx) + DP_MUL(dy, dy)) / diag;
         if (mode == DP_MODE_CIOU) {
-            const float da = atanf(bw / bh) - atanf(aw / ah);
+            const float da = atanf(b->w / b->h) - atanf(a->w / a->h);
             const float v = DP_MUL(DP_FOUR_OVER_PI2, DP_MUL(da, da));
             const float alpha = v / (1.0f - iou + v + DP_DIOU_EPS);
             r = r - DP_MUL(alpha, v);
         }
     }
     return r == r ? r : 0.0f;
+}
+
+DP_HD float dp_overlap(float ax1, float ay1, float ax2, float ay2, float bx1, float by1, float bx2, float by2,
+                       int mode, float offset)
+{
+    const dp_pbox a = dp_prepare_box(ax1, ay1, ax2, ay2, offset);
+    const dp_pbox b = dp_prepare_box(bx1, by1, bx2, by2, offset);
+    return dp_overlap_prepared(&a, &b, mode, offset);
 }
 
 #endif
