@@ -232,7 +232,7 @@ detpost_status detpost_to_ctx(detpost_ctx *ctx, void *dst_ctx, const void *src_h
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
     if (bytes == 0) return DETPOST_OK;
-    if ((st = dp_check_ptr(ctx, dst_ctx, "dst_ctx")) != DETPOST_OK) return st;
+    if ((st = dp_check_tensor(ctx, dst_ctx, 1, "dst_ctx")) != DETPOST_OK) return st;
     if ((st = dp_check_ptr(ctx, src_host, "src_host")) != DETPOST_OK) return st;
     if (ctx->backend == DETPOST_CPU) {
         memmove(dst_ctx, src_host, bytes);
@@ -247,7 +247,7 @@ detpost_status detpost_to_host(detpost_ctx *ctx, void *dst_host, const void *src
     if (st != DETPOST_OK) return st;
     if (bytes == 0) return DETPOST_OK;
     if ((st = dp_check_ptr(ctx, dst_host, "dst_host")) != DETPOST_OK) return st;
-    if ((st = dp_check_ptr(ctx, src_ctx, "src_ctx")) != DETPOST_OK) return st;
+    if ((st = dp_check_tensor(ctx, src_ctx, 1, "src_ctx")) != DETPOST_OK) return st;
     if (ctx->backend == DETPOST_CPU) {
         memmove(dst_host, src_ctx, bytes);
         return DETPOST_OK;

@@ -116,6 +116,19 @@ static void memory_round_trip(detpost_backend backend)
 Test(api, memory_cpu) { memory_round_trip(DETPOST_CPU); }
 #if TEST_HAS_CUDA
 Test(api, memory_cuda) { memory_round_trip(DETPOST_CUDA); }
+
+Test(api, copies_check_which_side_is_device_memory)
+{
+    detpost_ctx *ctx = t_ctx(DETPOST_CUDA);
+    char host[64] = {0}, other[64] = {0};
+    cr_assert_eq(detpost_to_ctx(ctx, other, host, sizeof host), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(ctx), "dst_ctx") != NULL, "%s", detpost_last_error(ctx));
+    cr_assert_eq(detpost_to_host(ctx, host, other, sizeof host), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(ctx), "src_ctx") != NULL, "%s", detpost_last_error(ctx));
+    cr_assert_eq(detpost_set_workspace(ctx, host, sizeof host), DETPOST_ERR_INVALID_ARGUMENT,
+                 "a host buffer cannot be a CUDA workspace");
+    detpost_destroy(ctx);
+}
 #endif
 
 /* The arena grows only when an op needs more; a caller's buffer is used as
