@@ -386,6 +386,19 @@ __device__ __forceinline__ void warp_argmax(word_t &rank, int64_t &slot)
     }
 }
 
+/* True when the boxes share no area, so their IoU is 0 and soft-NMS leaves
+ * the score exactly as it is (weight 1 for both methods): the same test
+ * dp_overlap makes first, without the rest of the arithmetic. */
+__device__ __forceinline__ bool disjoint(const dp_box &a, const dp_box &b, float offset)
+{
+    return !(dp_extent(fmaxf(a.x1, b.x1), fminf(a.x2, b.x2), offset) > 0.0f &&
+             dp_extent(fmaxf(a.y1, b.y1), fminf(a.y2, b.y2), offset) > 0.0f);
+}
+
+/* Each round: a block-wide argmax of (current score, lower tie-break) takes
+ * a box, then every thread decays its boxes that overlap it. A thread keeps
+ * its own best between rounds and rescans only when one of its boxes
+ * changed, so a round costs two barriers and the overlap tests. */
 template <int METHOD>
 __global__ void __launch_bounds__(1024)
     nms_segment_soft(dp_segments segs, const dp_box *__restrict__ box, const float *__restrict__ score,
@@ -397,23 +410,29 @@ __global__ void __launch_bounds__(1024)
     DP_SHARED(word_t, warp_rank, [32]);
     DP_SHARED(int64_t, warp_slot, [32]);
     DP_SHARED(word_t, best_rank, [1]);
+    DP_SHARED(int64_t, best_slot, [1]);
     DP_SHARED(dp_box, best_box, [1]);
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
     for (int64_t seg = blockIdx.x; seg < segs.total; seg += gridDim.x) {
         const segment_view v = find_segment(segs, seg);
         for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) cur[p] = score[p];
-        __syncthreads();
         int64_t kept = 0;
+        bool rescan = true;
+        word_t mine = 0;
+        int64_t mine_slot = -1;
         while (v.lo < v.hi) {
-            word_t rank = 0;
-            int64_t slot = -1;
-            for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) {
-                const float c = cur[p];
-                if (c >= min_score) {
-                    const word_t r = soft_rank(c, tiebreak[p]);
-                    if (r > rank) rank = r, slot = p;
+            if (rescan) {
+                mine = 0, mine_slot = -1;
+                for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) {
+                    const float c = cur[p];
+                    if (c >= min_score) {
+                        const word_t r = soft_rank(c, tiebreak[p]);
+                        if (r > mine) mine = r, mine_slot = p;
+                    }
                 }
             }
+            word_t rank = mine;
+            int64_t slot = mine_slot;
             warp_argmax(rank, slot);
             if (lane == 0) warp_rank[warp] = rank, warp_slot[warp] = slot;
             __syncthreads();
@@ -422,7 +441,7 @@ __global__ void __launch_bounds__(1024)
                 slot = lane < warps ? warp_slot[lane] : -1;
                 warp_argmax(rank, slot);
                 if (lane == 0) {
-                    best_rank[0] = rank;
+                    best_rank[0] = rank, best_slot[0] = slot;
                     if (rank != 0) {
                         best_box[0] = box[slot];
                         kept_pos[v.lo + kept] = (int32_t)slot;
@@ -436,12 +455,15 @@ __global__ void __launch_bounds__(1024)
             ++kept;
             if (limit > 0 && kept >= limit) break;
             const dp_box taken = best_box[0];
+            rescan = best_slot[0] == mine_slot;
             for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) {
                 const float c = cur[p];
                 if (!(c >= min_score)) continue;
-                const float iou = box_overlap<DP_MODE_IOU>(taken, box[p], offset);
-                const float decayed = dp_soft_nms_decay(METHOD, c, iou, iou_threshold, sigma);
-                if (!(decayed == c)) cur[p] = decayed;
+                const dp_box b = box[p];
+                if (disjoint(taken, b, offset)) continue;
+                const float decayed = dp_soft_nms_decay(METHOD, c, box_overlap<DP_MODE_IOU>(taken, b, offset),
+                                                        iou_threshold, sigma);
+                if (!(decayed == c)) cur[p] = decayed, rescan = true;
             }
         }
         finish_segment(v, kept, kept_pos, kept_score, tiebreak, kept_count, final_keys, fbits);
@@ -644,10 +666,26 @@ static batched_shape shape_of(const detpost_batched_nms_params *p, int64_t batch
     return sh;
 }
 
-__device__ __forceinline__ int batched_candidate(const float *scores, int64_t flat, const batched_shape &sh,
+/* Visits pair indices f = start, start + stride, ... of one image with
+ * c = f % classes kept up to date without a division per pair. */
+struct pair_walk {
+    int64_t f, c, stride, step, classes;
+    __device__ pair_walk(int64_t start, int64_t stride_, int64_t classes_)
+        : f(start), c(start % classes_), stride(stride_), step(stride_ % classes_), classes(classes_)
+    {
+    }
+    __device__ void next()
+    {
+        f += stride;
+        c += step;
+        if (c >= classes) c -= classes;
+    }
+};
+
+__device__ __forceinline__ int batched_candidate(const float *scores, const pair_walk &w, const batched_shape &sh,
                                                  float score_threshold, int soft, float min_score)
 {
-    return flat % sh.classes != sh.background && dp_nms_candidate(scores[flat], score_threshold, soft, min_score);
+    return w.c != sh.background && dp_nms_candidate(scores[w.f], score_threshold, soft, min_score);
 }
 
 /* One block per image: the best top_k candidates by (score, box, class),
@@ -668,8 +706,8 @@ __global__ void __launch_bounds__(SELECT_THREADS)
         if (threadIdx.x == 0) total[0] = 0, filled[0] = 0;
         __syncthreads();
         int64_t mine = 0;
-        for (int64_t f = threadIdx.x; f < sh.pairs; f += blockDim.x)
-            mine += batched_candidate(s, f, sh, score_threshold, soft, min_score);
+        for (pair_walk w(threadIdx.x, blockDim.x, sh.classes); w.f < sh.pairs; w.next())
+            mine += batched_candidate(s, w, sh, score_threshold, soft, min_score);
         if (mine) atomicAdd(&total[0], (unsigned long long)mine);
         __syncthreads();
         const int64_t count = (int64_t)total[0];
@@ -685,9 +723,9 @@ __global__ void __launch_bounds__(SELECT_THREADS)
                 const int bins = 1 << width;
                 for (int i = threadIdx.x; i < bins; i += blockDim.x) hist[i] = 0;
                 __syncthreads();
-                for (int64_t f = threadIdx.x; f < sh.pairs; f += blockDim.x) {
-                    if (!batched_candidate(s, f, sh, score_threshold, soft, min_score)) continue;
-                    const uint64_t r = ((uint64_t)dp_score_key(s[f]) << 32) | (uint64_t)f;
+                for (pair_walk w(threadIdx.x, blockDim.x, sh.classes); w.f < sh.pairs; w.next()) {
+                    if (!batched_candidate(s, w, sh, score_threshold, soft, min_score)) continue;
+                    const uint64_t r = ((uint64_t)dp_score_key(s[w.f]) << 32) | (uint64_t)w.f;
                     if (bits == 0 || (r >> (64 - bits)) == prefix) atomicAdd(&hist[(r >> shift) & (bins - 1)], 1u);
                 }
                 __syncthreads();
@@ -722,13 +760,13 @@ __global__ void __launch_bounds__(SELECT_THREADS)
             }
         }
         uint64_t *out = cand_keys + img * sh.cap;
-        for (int64_t f = threadIdx.x; f < sh.pairs; f += blockDim.x) {
-            if (!batched_candidate(s, f, sh, score_threshold, soft, min_score)) continue;
-            const uint32_t key = dp_score_key(s[f]);
-            const uint64_t r = ((uint64_t)key << 32) | (uint64_t)f;
+        for (pair_walk w(threadIdx.x, blockDim.x, sh.classes); w.f < sh.pairs; w.next()) {
+            if (!batched_candidate(s, w, sh, score_threshold, soft, min_score)) continue;
+            const uint32_t key = dp_score_key(s[w.f]);
+            const uint64_t r = ((uint64_t)key << 32) | (uint64_t)w.f;
             if ((r >> (64 - bits)) > prefix) continue;
-            const uint64_t n = (uint64_t)(f / sh.classes), c = (uint64_t)(f % sh.classes);
-            const uint64_t group = sh.agnostic ? ((uint64_t)key << sh.fbits) | (uint64_t)f
+            const uint64_t n = (uint64_t)((w.f - w.c) / sh.classes), c = (uint64_t)w.c;
+            const uint64_t group = sh.agnostic ? ((uint64_t)key << sh.fbits) | (uint64_t)w.f
                                                : (c << (32 + sh.nbits)) | ((uint64_t)key << sh.nbits) | n;
             out[atomicAdd(&filled[0], 1ull)] = group;
         }
