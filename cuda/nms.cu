@@ -11,9 +11,10 @@
  *   2. hard / DIoU: blocked greedy over "stripes" of at most 2048 sorted
  *      boxes, so no N x N/64 bit mask is ever resident (100,000 boxes need
  *      25 MiB of masks, a million 32 MiB). Per stripe:
- *        mask      one 64-thread block per (64-row, 64-column) tile right of
- *                  the diagonal computes suppression bits, skipping tiles
- *                  whose rows or columns were all removed by earlier stripes;
+ *        mask      64-thread blocks, one per 64-row tile and slice of the
+ *                  64-column tiles right of the diagonal, compute suppression
+ *                  bits, skipping tiles whose rows or columns were all
+ *                  removed by earlier stripes;
  *        resolve   one warp walks the stripe 64 rows at a time: one lane runs
  *                  the sequential greedy inside a word, the others OR the
  *                  kept rows into the later words of the stripe;
@@ -53,6 +54,7 @@
 #define NMS_THREADS 256
 #define STRIPE_MAX_ROWS 2048            /* the resolve warp holds one removal word per 64 rows */
 #define MASK_BUDGET ((int64_t)32 << 20) /* bytes of suppression masks per stripe */
+#define MASK_COLUMN_BLOCKS 32           /* blocks sharing the column tiles of one row tile */
 #define HARD_WINDOW 256                 /* candidates a hard segment block decides at once (its threads) */
 #define SELECT_THREADS 1024
 #define SELECT_BITS 11
@@ -201,7 +203,10 @@ __global__ void nms_write_keep(const int32_t *__restrict__ state, const int32_t 
 
 /* ---- single-class hard / DIoU: stripes ------------------------------------- */
 
-/* state: [0] candidates m, [1] kept so far, [2] kept before this stripe. */
+/* state: [0] candidates m, [1] kept so far, [2] kept before this stripe.
+ * A block owns one 64-row tile of the stripe and every gridDim.x-th column
+ * tile right of the diagonal; tiles whose rows or columns earlier stripes
+ * removed entirely are skipped without computing anything. */
 template <int MODE>
 __global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__ box, const word_t *__restrict__ remv,
                                                       word_t *__restrict__ mask, int64_t words, int64_t r0,
@@ -211,24 +216,29 @@ __global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__
     DP_SHARED(dp_box, cols, [64]);
     const int64_t m = state[0];
     if (r0 >= m || (limit > 0 && state[1] >= limit)) return;
-    const int64_t w0 = r0 / 64, rt = w0 + blockIdx.y, ct = w0 + blockIdx.x;
-    if (ct < rt || ct * 64 >= m) return;
-    const word_t row_alive = ~remv[rt] & valid_bits(rt, m), col_alive = ~remv[ct] & valid_bits(ct, m);
-    if (row_alive == 0 || col_alive == 0) return;
+    const int64_t rt = r0 / 64 + blockIdx.y;
+    const word_t row_alive = ~remv[rt] & valid_bits(rt, m);
+    if (row_alive == 0) return;
     const int t = threadIdx.x;
-    if (ct * 64 + t < m) cols[t] = box[ct * 64 + t];
-    __syncthreads();
-    if (!((row_alive >> t) & 1)) return;
-    const dp_box me = box[rt * 64 + t];
-    /* only columns still alive matter; on the diagonal only those after the row */
-    word_t todo = ct == rt ? col_alive & (t == 63 ? 0 : ~0ull << (t + 1)) : col_alive;
-    word_t bits = 0;
-    while (todo) {
-        const int j = __ffsll((long long)todo) - 1;
-        todo &= todo - 1;
-        if (box_overlap<MODE>(me, cols[j], offset) > iou_threshold) bits |= 1ull << j;
+    const bool mine = (row_alive >> t) & 1;
+    const dp_box me = mine ? box[rt * 64 + t] : dp_box{0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t ct = rt + blockIdx.x; ct * 64 < m; ct += gridDim.x) {
+        const word_t col_alive = ~remv[ct] & valid_bits(ct, m);
+        if (col_alive == 0) continue;
+        __syncthreads(); /* the previous tile's columns are no longer read */
+        if (ct * 64 + t < m) cols[t] = box[ct * 64 + t];
+        __syncthreads();
+        if (!mine) continue;
+        /* only columns still alive matter; on the diagonal only those after the row */
+        word_t todo = ct == rt ? col_alive & (t == 63 ? 0 : ~0ull << (t + 1)) : col_alive;
+        word_t bits = 0;
+        while (todo) {
+            const int j = __ffsll((long long)todo) - 1;
+            todo &= todo - 1;
+            if (box_overlap<MODE>(me, cols[j], offset) > iou_threshold) bits |= 1ull << j;
+        }
+        mask[(rt * 64 + t - r0) * words + ct] = bits;
     }
-    mask[(rt * 64 + t - r0) * words + ct] = bits;
 }
 
 /* One warp: the sequential greedy over the stripe's rows. Lane l holds the
@@ -549,7 +559,8 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
     for (int64_t r0 = 0; r0 < n; r0 += rows) {
         const int64_t here = n - r0 < rows ? n - r0 : rows, w0 = r0 / 64;
         const int64_t w_end = (r0 + here + 63) / 64;
-        dp_launch_cfg mask_cfg(dim3((unsigned)(words - w0), (unsigned)((here + 63) / 64)), dim3(64), 0, s);
+        const int64_t column_blocks = words - w0 < MASK_COLUMN_BLOCKS ? words - w0 : MASK_COLUMN_BLOCKS;
+        dp_launch_cfg mask_cfg(dim3((unsigned)column_blocks, (unsigned)((here + 63) / 64)), dim3(64), 0, s);
         DP_CUDA_TRY(ctx,
                     DP_LAUNCH(nms_stripe_mask<MODE>, mask_cfg, ws.box, ws.remv, ws.mask, words, r0, ws.state,
                               p->iou_threshold, p->offset, limit),

@@ -217,7 +217,7 @@ detpost_nms_params detpost_nms_params_default(void);
  * are context memory, num_keep included: on CUDA nothing is read back to the
  * host, so the call never waits and can be captured in a CUDA graph.
  * n must be below 2^31 (DETPOST_ERR_UNSUPPORTED above). The CUDA backend's
- * scratch grows linearly with n (about 64 bytes a box, plus at most 32 MiB of
+ * scratch grows linearly with n (about 60 bytes a box, plus at most 32 MiB of
  * suppression bit masks for the hard methods). */
 detpost_status detpost_nms(detpost_ctx *ctx, const detpost_nms_params *p, const float *boxes, const float *scores,
                            int64_t n, int64_t *keep, float *keep_scores, int64_t *num_keep);
@@ -259,7 +259,9 @@ detpost_batched_nms_params detpost_batched_nms_params_default(void);
  * Rows past num_dets hold 0 for boxes and scores, -1 for classes and indices.
  * All pointers are context memory; the CUDA backend never waits.
  * num_boxes * num_classes must be below 2^31, and so must batch times the
- * candidates an image can hold (DETPOST_ERR_UNSUPPORTED otherwise). */
+ * candidates an image can hold (DETPOST_ERR_UNSUPPORTED otherwise). The
+ * CUDA backend's scratch is about 60 bytes per candidate slot: batch x
+ * pre_nms_top_k, or batch x num_boxes x num_classes when there is no limit. */
 detpost_status detpost_batched_nms(detpost_ctx *ctx, const detpost_batched_nms_params *p, const float *boxes,
                                    const float *scores, int64_t batch, int64_t num_boxes, int64_t num_classes,
                                    int32_t *num_dets, float *det_boxes, float *det_scores, int32_t *det_classes,
