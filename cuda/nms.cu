@@ -243,10 +243,9 @@ __global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__
 
 /* One warp: the sequential greedy over the stripe's rows. Lane l holds the
  * removal word of the stripe's word l (a stripe has at most 32 words). */
-__global__ void __launch_bounds__(32) nms_stripe_resolve(const word_t *__restrict__ mask, const word_t *__restrict__ remv,
-                                                         int64_t words, int64_t r0, int64_t rows,
-                                                         int32_t *__restrict__ state, int32_t *__restrict__ kept_pos,
-                                                         int64_t limit)
+__global__ void __launch_bounds__(32)
+    nms_stripe_resolve(const word_t *__restrict__ mask, const word_t *__restrict__ remv, int64_t words, int64_t r0,
+                       int64_t rows, int32_t *__restrict__ state, int32_t *__restrict__ kept_pos, int64_t limit)
 {
     DP_SHARED(word_t, diag, [64]);
     const int64_t m = state[0];

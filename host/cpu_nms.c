@@ -146,8 +146,14 @@ static void run_method(const candidates *c, const detpost_nms_params *p, const s
                        selection *out)
 {
     switch (p->method) {
-    case DETPOST_NMS_HARD: rank_candidates(c, s->order, tmp), nms_hard(c, p, s, out); break;
-    case DETPOST_NMS_DIOU: rank_candidates(c, s->order, tmp), nms_diou(c, p, s, out); break;
+    case DETPOST_NMS_HARD:
+        rank_candidates(c, s->order, tmp);
+        nms_hard(c, p, s, out);
+        break;
+    case DETPOST_NMS_DIOU:
+        rank_candidates(c, s->order, tmp);
+        nms_diou(c, p, s, out);
+        break;
     case DETPOST_NMS_LINEAR: nms_linear(c, p, s, out); break;
     case DETPOST_NMS_GAUSSIAN: nms_gaussian(c, p, s, out); break;
     }

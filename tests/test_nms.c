@@ -77,8 +77,10 @@ static batched_out run_batched(detpost_ctx *ctx, const detpost_batched_nms_param
                      DETPOST_OK, "%s", detpost_last_error(ctx));
         return o;
     }
-    float *db = box_bytes ? t_up(ctx, boxes, box_bytes) : NULL, *ds = score_bytes ? t_up(ctx, scores, score_bytes) : NULL;
-    int32_t *dn = t_alloc(ctx, (size_t)B * 4), *dc = t_alloc(ctx, (size_t)rows * 4), *di = t_alloc(ctx, (size_t)rows * 4);
+    float *db = box_bytes ? t_up(ctx, boxes, box_bytes) : NULL;
+    float *ds = score_bytes ? t_up(ctx, scores, score_bytes) : NULL;
+    int32_t *dn = t_alloc(ctx, (size_t)B * 4), *dc = t_alloc(ctx, (size_t)rows * 4);
+    int32_t *di = t_alloc(ctx, (size_t)rows * 4);
     float *dbox = t_alloc(ctx, (size_t)rows * 16), *dsc = t_alloc(ctx, (size_t)rows * 4);
     cr_assert_eq(detpost_batched_nms(ctx, p, db, ds, B, N, C, dn, dbox, dsc, dc, di), DETPOST_OK, "%s",
                  detpost_last_error(ctx));
@@ -218,7 +220,8 @@ static void check_batched_golden(detpost_backend backend)
             if (backend == DETPOST_CUDA) t_set_schedule(t_schedule(s));
             batched_out o = run_batched(ctx, &p, boxes, scores, B, N, C);
             float *want_num = json_rows(c, "num_dets", 0, B);
-            for (int64_t b = 0; b < B; ++b) cr_assert_eq(o.num_dets[b], (int32_t)want_num[b], "%s: num_dets[%lld]", name, (long long)b);
+            for (int64_t b = 0; b < B; ++b)
+                cr_assert_eq(o.num_dets[b], (int32_t)want_num[b], "%s: num_dets[%lld]", name, (long long)b);
             float *want_scores = json_rows(c, "det_scores", 0, B * K);
             assert_scores(o.scores, want_scores, B * K, 1e-7f, 1e-6f, name);
             float *want_classes = json_rows(c, "det_classes", 0, B * K);
@@ -484,7 +487,8 @@ Test(batched_nms, cpu_vs_cuda)
             batched_out got = run_batched(gpu, &p, boxes, scores, bc->B, bc->N, bc->C);
             char what[160];
             snprintf(what, sizeof what, "case %zu (B %lld N %lld C %lld %s) schedule %s", i, (long long)bc->B,
-                     (long long)bc->N, (long long)bc->C, method_names[bc->method], t_schedule(s) ? t_schedule(s) : "gpu");
+                     (long long)bc->N, (long long)bc->C, method_names[bc->method],
+                     t_schedule(s) ? t_schedule(s) : "gpu");
             compare_batched(&got, &want, bc->B, bc->K, what);
             free_batched_out(&got);
         }
@@ -503,7 +507,7 @@ Test(batched_nms, limits_and_order_cpu)
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU);
     t_rng rng = {99};
-    int hit_k = 0, missed_k = 0;
+    int hit_k = 0, missed_k = 0, hit_class_limit = 0;
     for (size_t i = 0; i < sizeof batched_grid / sizeof batched_grid[0]; ++i) {
         const batched_case *bc = &batched_grid[i];
         float *boxes, *scores;
@@ -531,13 +535,17 @@ Test(batched_nms, limits_and_order_cpu)
                 per_class[bc->agnostic ? 0 : o.classes[o_]]++;
             }
             if (bc->max_per_class > 0)
-                for (int c = 0; c < 80; ++c) cr_assert_leq(per_class[c], bc->max_per_class, "case %zu", i);
+                for (int c = 0; c < 80; ++c) {
+                    cr_assert_leq(per_class[c], bc->max_per_class, "case %zu", i);
+                    hit_class_limit += per_class[c] == bc->max_per_class;
+                }
         }
         free_batched_out(&o);
         free(boxes), free(scores);
     }
     cr_assert_gt(hit_k, 0, "some image fills all K rows");
     cr_assert_gt(missed_k, 0, "some image keeps fewer than K");
+    cr_assert_gt(hit_class_limit, 0, "some group reaches max_per_class");
     detpost_destroy(cpu);
 }
 
