@@ -171,6 +171,105 @@ detpost_status detpost_mask_iou_workspace_size(detpost_ctx *ctx, int64_t na, int
 /* Non-maximum suppression                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* Boxes are (x1, y1, x2, y2) as for overlaps. A box is a candidate when its
+ * score is > score_threshold (a NaN score never is) and, for the soft
+ * methods, also >= min_score. Candidates are visited by score, highest
+ * first; equal scores go to the lower index (batched: lower box index, then
+ * lower class). Every decision is the same on both backends, bit for bit.
+ *
+ * HARD      greedy: a candidate is dropped when its IoU with a box kept
+ *           before it is > iou_threshold (torchvision / ONNX convention).
+ * DIOU      as HARD with IoU - d^2 / c^2 (DIoU, eps 1e-7) in place of IoU.
+ * LINEAR    soft-NMS (Bodla et al. 2017): repeatedly take the remaining box
+ * GAUSSIAN  with the highest current score, emit it with that score, then
+ *           decay every other remaining box: LINEAR s *= 1 - iou when
+ *           iou > iou_threshold; GAUSSIAN s *= exp(-iou^2 / sigma) (the
+ *           mmcv / OpenCV sigma; TensorFlow's sigma is half of it). A box
+ *           whose score falls below min_score (or becomes NaN) is dropped.
+ *           The exponential is computed with + - * / only, so both backends
+ *           decay to the same bits. */
+typedef enum detpost_nms_method {
+    DETPOST_NMS_HARD = 0,
+    DETPOST_NMS_LINEAR = 1,
+    DETPOST_NMS_GAUSSIAN = 2,
+    DETPOST_NMS_DIOU = 3
+} detpost_nms_method;
+
+typedef struct detpost_nms_params {
+    detpost_nms_method method;
+    float iou_threshold;   /* in [0, 1] */
+    float score_threshold; /* candidates have score > this; not NaN (-INFINITY: every non-NaN score) */
+    int64_t max_output;    /* keep at most this many (>= 0; 0: no limit) */
+    float sigma;           /* GAUSSIAN decay width, > 0 and finite */
+    float min_score;       /* soft methods: boxes below it are dropped; not NaN */
+    float offset;          /* 0 (continuous) or 1 (legacy pixel convention) */
+} detpost_nms_params;
+
+/* method DETPOST_NMS_HARD, iou_threshold 0.5, score_threshold -INFINITY,
+ * max_output 0, sigma 0.5, min_score 0.001, offset 0. Every field is checked
+ * by the calls below, whatever the method. */
+detpost_nms_params detpost_nms_params_default(void);
+
+/* Single-class NMS of boxes [n, 4] with scores [n] (p NULL: the defaults).
+ * Writes keep [n]: the indices of the kept boxes in selection order, then -1;
+ * keep_scores [n] (may be NULL): their scores (the decayed score at selection
+ * for the soft methods), then 0; *num_keep: how many were kept. All pointers
+ * are context memory, num_keep included: on CUDA nothing is read back to the
+ * host, so the call never waits and can be captured in a CUDA graph.
+ * n must be below 2^31 (DETPOST_ERR_UNSUPPORTED above). The CUDA backend's
+ * scratch grows linearly with n (about 60 bytes a box, plus at most 32 MiB of
+ * suppression bit masks for the hard methods). */
+detpost_status detpost_nms(detpost_ctx *ctx, const detpost_nms_params *p, const float *boxes, const float *scores,
+                           int64_t n, int64_t *keep, float *keep_scores, int64_t *num_keep);
+/* Workspace bytes detpost_nms needs for n boxes with these parameters. */
+detpost_status detpost_nms_workspace_size(detpost_ctx *ctx, const detpost_nms_params *p, int64_t n, size_t *bytes);
+
+typedef enum detpost_box_coding {
+    DETPOST_BOX_CORNERS = 0,    /* (x1, y1, x2, y2) */
+    DETPOST_BOX_CENTER_SIZE = 1 /* (cx, cy, w, h): x1 = cx - w/2, x2 = cx + w/2 */
+} detpost_box_coding;
+
+typedef struct detpost_batched_nms_params {
+    detpost_nms_params nms;   /* method, thresholds, sigma, min_score, offset; nms.max_output is unused */
+    int64_t pre_nms_top_k;    /* per image, the best this many candidates enter NMS (>= 0; 0: all) */
+    int64_t max_per_class;    /* at most this many kept per group (>= 0; 0: no limit) */
+    int64_t max_per_image;    /* K, the rows of every output per image (>= 1) */
+    int64_t background_class; /* a class in [0, num_classes) that is never a candidate, or -1 for none */
+    int class_agnostic;       /* 0: one NMS group per class; 1: one group per image, across classes */
+    int boxes_per_class;      /* 0: boxes [B, N, 4] shared by all classes; 1: boxes [B, N, C, 4] */
+    detpost_box_coding box_coding;
+} detpost_batched_nms_params;
+
+/* nms = detpost_nms_params_default(), pre_nms_top_k 4096, max_per_class 0,
+ * max_per_image 100, background_class -1, class_agnostic 0,
+ * boxes_per_class 0, box_coding DETPOST_BOX_CORNERS. */
+detpost_batched_nms_params detpost_batched_nms_params_default(void);
+
+/* Multi-class NMS of a batch of images with fixed-shape outputs (the
+ * TensorRT EfficientNMS layout). boxes [B, N, 4] (or [B, N, C, 4] with
+ * boxes_per_class), scores [B, N, C]. Per image: candidates are the
+ * (box, class) pairs whose score passes (see above) and whose class is not
+ * the background class; the best pre_nms_top_k of them by score (ties: lower
+ * box index, then lower class) go through NMS within each class (or across
+ * classes when class_agnostic), keeping at most max_per_class per group; of
+ * the kept detections the best max_per_image by score (same ties) are
+ * written in that order. Outputs: num_dets [B]; det_boxes [B, K, 4], always
+ * corners; det_scores [B, K] (decayed scores for the soft methods);
+ * det_classes [B, K]; det_indices [B, K] (may be NULL): the box index n.
+ * Rows past num_dets hold 0 for boxes and scores, -1 for classes and indices.
+ * All pointers are context memory; the CUDA backend never waits.
+ * num_boxes * num_classes must be below 2^31, and so must batch times the
+ * candidates an image can hold (DETPOST_ERR_UNSUPPORTED otherwise). The
+ * CUDA backend's scratch is about 60 bytes per candidate slot: batch x
+ * pre_nms_top_k, or batch x num_boxes x num_classes when there is no limit. */
+detpost_status detpost_batched_nms(detpost_ctx *ctx, const detpost_batched_nms_params *p, const float *boxes,
+                                   const float *scores, int64_t batch, int64_t num_boxes, int64_t num_classes,
+                                   int32_t *num_dets, float *det_boxes, float *det_scores, int32_t *det_classes,
+                                   int32_t *det_indices);
+/* Workspace bytes detpost_batched_nms needs for these sizes and parameters. */
+detpost_status detpost_batched_nms_workspace_size(detpost_ctx *ctx, const detpost_batched_nms_params *p,
+                                                  int64_t batch, int64_t num_boxes, int64_t num_classes,
+                                                  size_t *bytes);
 
 /* ------------------------------------------------------------------------ */
 /* RoI Align and RoI Pool                                                    */

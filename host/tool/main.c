@@ -19,6 +19,9 @@ static const struct command commands[] = {
     {"devices", cmd_devices, "devices [--count]             CUDA devices this build can use"},
     {"iou", cmd_iou, "iou A.json B.json [--mode iou|iof|giou|diou|ciou] [--aligned] [--offset 0|1]\n"
                      "        [--backend cpu|cuda]      overlap matrix of two box lists"},
+    {"nms", cmd_nms, "nms IN.json [-o OUT.json] [--method hard|linear|gaussian|diou] [--iou T] [--score T]\n"
+                     "        [--max-per-image K] [--class-agnostic] [--backend cpu|cuda] [--print]\n"
+                     "                                  NMS of COCO-format detections per image and category"},
 };
 
 static void usage(FILE *f)

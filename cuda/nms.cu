@@ -1,0 +1,983 @@
+/*
+ * NMS on the GPU, without a single host synchronisation: candidate counts,
+ * kept counts and every loop bound that depends on the data live in device
+ * memory; launch shapes come from the sizes the caller passed.
+ *
+ * Single-class NMS (detpost_nms)
+ *   1. keys: one 32-bit key per box whose ascending order is the descending
+ *      score order (non-candidates get the largest key); a stable radix sort
+ *      of (key, index) pairs (sort.cuh) lists candidates best first with
+ *      equal scores in index order, and the boxes are gathered in that order.
+ *   2. hard / DIoU: blocked greedy over "stripes" of at most 2048 sorted
+ *      boxes, so no N x N/64 bit mask is ever resident (100,000 boxes need
+ *      25 MiB of masks, a million 32 MiB). Per stripe:
+ *        mask      64-thread blocks, one per 64-row tile and slice of the
+ *                  64-column tiles right of the diagonal, compute suppression
+ *                  bits, skipping tiles whose rows or columns were all
+ *                  removed by earlier stripes;
+ *        resolve   one warp walks the stripe 64 rows at a time: one lane runs
+ *                  the sequential greedy inside a word, the others OR the
+ *                  kept rows into the later words of the stripe;
+ *        propagate ORs the kept rows of the stripe into the removal bits of
+ *                  every column right of it, one thread per word.
+ *      A later stripe only looks at rows no earlier kept box removed, so
+ *      clustered detections cost far less than N^2 / 2 overlaps.
+ *   3. soft (linear, gaussian): one block; each round a block-wide argmax
+ *      of (current score, lower index) picks the next box, then every thread
+ *      decays its boxes. The decay is the shared scalar code (nms_math.h),
+ *      applied in the same order as the CPU reference, so scores and the
+ *      selection order are bit-identical to it.
+ *
+ * Batched multi-class NMS (detpost_batched_nms), work segmented by
+ * (image, class), no coordinate-offset trick:
+ *   1. select: one block per image radix-selects its best pre_nms_top_k
+ *      candidates by (score, box index, class), 11 bits a pass over a shared
+ *      histogram, and writes each one's sort key (class, score, box);
+ *   2. a segmented radix sort per image groups the candidates by class in
+ *      score order, and they are gathered (boxes decoded) into slots;
+ *   3. one block per (image, class) segment - found by binary search, so an
+ *      image's classes need no host-side count - runs hard / DIoU NMS (a
+ *      window of 256 candidates against the kept boxes, then a sequential
+ *      pass over the window's 256 x 256 bit mask in shared memory) or
+ *      soft-NMS as above, and writes a (score, box, class) key per slot;
+ *   4. a second segmented sort orders each image's kept detections, and the
+ *      best max_per_image are written with their padding.
+ * Every key is unique (it carries the box index), so the results do not
+ * depend on the order of atomics or blocks: the output is deterministic.
+ */
+#include "dp_cuda.cuh"
+#include "sort.cuh"
+#include "../host/nms.h"
+#include "../host/nms_math.h"
+
+#define FULL_MASK 0xffffffffu
+#define NMS_THREADS 256
+#define STRIPE_MAX_ROWS 2048            /* the resolve warp holds one removal word per 64 rows */
+#define MASK_BUDGET ((int64_t)32 << 20) /* bytes of suppression masks per stripe */
+#define MASK_COLUMN_BLOCKS 32           /* blocks sharing the column tiles of one row tile */
+#define HARD_WINDOW 256                 /* candidates a hard segment block decides at once (its threads) */
+#define SELECT_THREADS 1024
+#define SELECT_BITS 11
+#define NO_KEY 0xffffffffffffffffull
+
+typedef unsigned long long word_t;
+
+struct alignas(16) dp_box {
+    float x1, y1, x2, y2;
+};
+
+template <int MODE>
+__device__ __forceinline__ float box_overlap(const dp_box &a, const dp_box &b, float offset)
+{
+    return dp_overlap(a.x1, a.y1, a.x2, a.y2, b.x1, b.y1, b.x2, b.y2, MODE, offset);
+}
+
+/* Bits of word `word` that are sorted positions below m. */
+__device__ __forceinline__ word_t valid_bits(int64_t word, int64_t m)
+{
+    const int64_t lo = word * 64;
+    if (lo + 64 <= m) return ~0ull;
+    if (lo >= m) return 0;
+    return (1ull << (m - lo)) - 1;
+}
+
+/* Bits needed to write every value below `count`. */
+static int bits_for(int64_t count)
+{
+    int b = 0;
+    while (b < 63 && ((int64_t)1 << b) < count) ++b;
+    return b;
+}
+
+static unsigned threads_for(int64_t expected)
+{
+    int64_t t = (expected / 4 + 31) / 32 * 32;
+    return (unsigned)(t < 64 ? 64 : t > 1024 ? 1024 : t);
+}
+
+/* ---- segments of candidate slots ------------------------------------------ */
+
+/* Slots [image * cap, image * cap + count[image]) hold an image's candidates
+ * in score order, grouped by class when cls is given (a segment per class),
+ * else one segment per image. */
+struct dp_segments {
+    const int32_t *count;
+    const int32_t *cls;
+    int64_t cap, per_image, total;
+};
+
+struct segment_view {
+    int64_t lo, hi, image;
+};
+
+__device__ __forceinline__ int64_t first_not_below(const int32_t *a, int64_t n, int64_t value)
+{
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi) / 2;
+        if (a[mid] < value) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+__device__ __forceinline__ segment_view find_segment(const dp_segments &s, int64_t seg)
+{
+    segment_view v;
+    v.image = seg / s.per_image;
+    const int64_t base = v.image * s.cap, n = s.count[v.image];
+    if (s.cls == nullptr) {
+        v.lo = base;
+        v.hi = base + n;
+    } else {
+        const int64_t c = seg % s.per_image;
+        v.lo = base + first_not_below(s.cls + base, n, c);
+        v.hi = base + first_not_below(s.cls + base, n, c + 1);
+    }
+    return v;
+}
+
+/* What a segment kept: its count is added to kept_count[image]; with
+ * final_keys, every slot of the segment gets the sort key of the detection
+ * kept at that rank, or NO_KEY. */
+__device__ __forceinline__ void finish_segment(const segment_view &v, int64_t kept, const int32_t *kept_pos,
+                                               const float *kept_score, const int32_t *tiebreak,
+                                               int32_t *kept_count, uint64_t *final_keys, int fbits)
+{
+    if (threadIdx.x == 0 && kept > 0) atomicAdd(&kept_count[v.image], (int)kept);
+    if (final_keys == nullptr) return;
+    for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) {
+        const int64_t j = p - v.lo;
+        final_keys[p] = j < kept ? ((uint64_t)dp_score_key(kept_score[v.lo + j]) << fbits) |
+                                       (uint64_t)tiebreak[kept_pos[v.lo + j]]
+                                 : NO_KEY;
+    }
+}
+
+/* ---- single-class: keys, gather, output ------------------------------------ */
+
+__global__ void nms_keys(const float *__restrict__ scores, int64_t n, float score_threshold, int soft,
+                         float min_score, uint32_t *__restrict__ keys, int32_t *__restrict__ vals,
+                         int32_t *__restrict__ state)
+{
+    for (int64_t base = (int64_t)blockIdx.x * blockDim.x; base < n; base += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t i = base + threadIdx.x;
+        int candidate = 0;
+        if (i < n) {
+            const float s = scores[i];
+            candidate = dp_nms_candidate(s, score_threshold, soft, min_score);
+            keys[i] = candidate ? dp_score_key(s) : 0xffffffffu;
+            vals[i] = (int32_t)i;
+        }
+        const int count = __syncthreads_count(candidate);
+        if (threadIdx.x == 0 && count > 0) atomicAdd(&state[0], count);
+    }
+}
+
+__global__ void nms_gather(const float *__restrict__ boxes, const float *__restrict__ scores,
+                           const int32_t *__restrict__ order, int64_t n, dp_box *__restrict__ box,
+                           float *__restrict__ score)
+{
+    for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < n; p += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t i = order[p];
+        const float *b = boxes + i * 4;
+        box[p] = dp_box{b[0], b[1], b[2], b[3]};
+        score[p] = scores[i];
+    }
+}
+
+/* keep / keep_scores from the kept positions, padded with -1 / 0. */
+__global__ void nms_write_keep(const int32_t *__restrict__ state, const int32_t *__restrict__ kept_pos,
+                               const float *__restrict__ kept_score, const int32_t *__restrict__ order, int64_t n,
+                               int64_t *__restrict__ keep, float *__restrict__ keep_scores,
+                               int64_t *__restrict__ num_keep)
+{
+    const int64_t kept = state[1];
+    for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x) {
+        const int here = k < kept;
+        keep[k] = here ? order[kept_pos[k]] : -1;
+        if (keep_scores) keep_scores[k] = here ? kept_score[k] : 0.0f;
+    }
+    if (blockIdx.x == 0 && threadIdx.x == 0) *num_keep = kept;
+}
+
+/* ---- single-class hard / DIoU: stripes ------------------------------------- */
+
+/* state: [0] candidates m, [1] kept so far, [2] kept before this stripe.
+ * A block owns one 64-row tile of the stripe and every gridDim.x-th column
+ * tile right of the diagonal; tiles whose rows or columns earlier stripes
+ * removed entirely are skipped without computing anything. */
+template <int MODE>
+__global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__ box, const word_t *__restrict__ remv,
+                                                      word_t *__restrict__ mask, int64_t words, int64_t r0,
+                                                      const int32_t *__restrict__ state, float iou_threshold,
+                                                      float offset, int64_t limit)
+{
+    DP_SHARED(dp_box, cols, [64]);
+    const int64_t m = state[0];
+    if (r0 >= m || (limit > 0 && state[1] >= limit)) return;
+    const int64_t rt = r0 / 64 + blockIdx.y;
+    const word_t row_alive = ~remv[rt] & valid_bits(rt, m);
+    if (row_alive == 0) return;
+    const int t = threadIdx.x;
+    const bool mine = (row_alive >> t) & 1;
+    const dp_box me = mine ? box[rt * 64 + t] : dp_box{0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t ct = rt + blockIdx.x; ct * 64 < m; ct += gridDim.x) {
+        const word_t col_alive = ~remv[ct] & valid_bits(ct, m);
+        if (col_alive == 0) continue;
+        __syncthreads(); /* the previous tile's columns are no longer read */
+        if (ct * 64 + t < m) cols[t] = box[ct * 64 + t];
+        __syncthreads();
+        if (!mine) continue;
+        /* only columns still alive matter; on the diagonal only those after the row */
+        word_t todo = ct == rt ? col_alive & (t == 63 ? 0 : ~0ull << (t + 1)) : col_alive;
+        word_t bits = 0;
+        while (todo) {
+            const int j = __ffsll((long long)todo) - 1;
+            todo &= todo - 1;
+            if (box_overlap<MODE>(me, cols[j], offset) > iou_threshold) bits |= 1ull << j;
+        }
+        mask[(rt * 64 + t - r0) * words + ct] = bits;
+    }
+}
+
+/* One warp: the sequential greedy over the stripe's rows. Lane l holds the
+ * removal word of the stripe's word l (a stripe has at most 32 words). */
+__global__ void __launch_bounds__(32)
+    nms_stripe_resolve(const word_t *__restrict__ mask, const word_t *__restrict__ remv, int64_t words, int64_t r0,
+                       int64_t rows, int32_t *__restrict__ state, int32_t *__restrict__ kept_pos, int64_t limit)
+{
+    DP_SHARED(word_t, diag, [64]);
+    const int64_t m = state[0];
+    int64_t kept = state[1];
+    if (r0 >= m || (limit > 0 && kept >= limit)) return;
+    const int lane = threadIdx.x;
+    const int64_t w0 = r0 / 64;
+    const int groups = (int)((rows + 63) / 64);
+    word_t rem = lane < groups ? remv[w0 + lane] | ~valid_bits(w0 + lane, m) : ~0ull;
+    if (lane == 0) state[2] = (int32_t)kept;
+    for (int g = 0; g < groups; ++g) {
+        const word_t removed = __shfl_sync(FULL_MASK, rem, g);
+        if (removed == ~0ull) continue;
+        const word_t *rows_g = mask + (int64_t)g * 64 * words + w0;
+        for (int i = lane; i < 64; i += 32)
+            if (!((removed >> i) & 1)) diag[i] = rows_g[(int64_t)i * words + g];
+        __syncwarp();
+        word_t kept_bits = 0;
+        if (lane == 0) {
+            word_t now = removed, todo = ~removed;
+            while (todo) {
+                const int i = __ffsll((long long)todo) - 1;
+                todo &= todo - 1;
+                if ((now >> i) & 1) continue;
+                kept_bits |= 1ull << i;
+                now |= diag[i];
+                if (limit > 0 && kept + __popcll(kept_bits) >= limit) break;
+            }
+        }
+        kept_bits = __shfl_sync(FULL_MASK, kept_bits, 0);
+        for (int i = lane; i < 64; i += 32)
+            if ((kept_bits >> i) & 1)
+                kept_pos[kept + __popcll(kept_bits & ((1ull << i) - 1))] = (int32_t)(r0 + g * 64 + i);
+        kept += __popcll(kept_bits);
+        if (lane > g && lane < groups) {
+            word_t acc = 0, todo = kept_bits;
+            while (todo) {
+                const int i = __ffsll((long long)todo) - 1;
+                todo &= todo - 1;
+                acc |= rows_g[(int64_t)i * words + lane];
+            }
+            rem |= acc;
+        }
+        if (limit > 0 && kept >= limit) break;
+        __syncwarp(); /* diag is refilled for the next group */
+    }
+    if (lane == 0) state[1] = (int32_t)kept;
+}
+
+/* The stripe's kept rows remove columns right of the stripe. */
+__global__ void nms_stripe_propagate(const word_t *__restrict__ mask, word_t *__restrict__ remv, int64_t words,
+                                     int64_t r0, int64_t w_begin, const int32_t *__restrict__ state,
+                                     const int32_t *__restrict__ kept_pos, int64_t limit)
+{
+    const int64_t m = state[0], k0 = state[2], k1 = state[1];
+    if (r0 >= m || k1 == k0 || (limit > 0 && k1 >= limit)) return;
+    for (int64_t w = w_begin + (int64_t)blockIdx.x * blockDim.x + threadIdx.x; w < words;
+         w += (int64_t)gridDim.x * blockDim.x) {
+        word_t acc = 0;
+        for (int64_t k = k0; k < k1; ++k) acc |= mask[(kept_pos[k] - r0) * words + w];
+        remv[w] |= acc;
+    }
+}
+
+/* ---- hard / DIoU per segment (batched) ------------------------------------- */
+
+template <int MODE>
+__global__ void __launch_bounds__(HARD_WINDOW)
+    nms_segment_hard(dp_segments segs, const dp_box *__restrict__ box, const float *__restrict__ score,
+                     const int32_t *__restrict__ tiebreak, float iou_threshold, float offset, int64_t limit,
+                     int32_t *__restrict__ kept_pos, float *__restrict__ kept_score, int32_t *__restrict__ kept_count,
+                     uint64_t *__restrict__ final_keys, int fbits)
+{
+    constexpr int WORDS = HARD_WINDOW / 64;
+    DP_SHARED(dp_box, window, [HARD_WINDOW]);
+    DP_SHARED(word_t, rows, [HARD_WINDOW][WORDS]);
+    DP_SHARED(unsigned, alive_words, [HARD_WINDOW / 32]);
+    DP_SHARED(int64_t, shared_kept, [1]);
+    const int t = threadIdx.x;
+    for (int64_t seg = blockIdx.x; seg < segs.total; seg += gridDim.x) {
+        const segment_view v = find_segment(segs, seg);
+        int64_t kept = 0;
+        for (int64_t w0 = v.lo; w0 < v.hi; w0 += HARD_WINDOW) {
+            const int64_t p = w0 + t;
+            const int span = (int)(v.hi - w0 < HARD_WINDOW ? v.hi - w0 : HARD_WINDOW);
+            dp_box me = {0.0f, 0.0f, 0.0f, 0.0f};
+            int alive = p < v.hi;
+            if (alive) {
+                me = box[p];
+                for (int64_t k = 0; k < kept; ++k)
+                    if (box_overlap<MODE>(box[kept_pos[v.lo + k]], me, offset) > iou_threshold) {
+                        alive = 0;
+                        break;
+                    }
+            }
+            window[t] = me;
+            const unsigned ballot = __ballot_sync(FULL_MASK, alive);
+            if (t % 32 == 0) alive_words[t / 32] = ballot;
+            __syncthreads();
+            if (alive) {
+                for (int q = 0; q < WORDS; ++q) {
+                    word_t bits = 0;
+                    for (int j = q * 64 > t + 1 ? q * 64 : t + 1; j < (q + 1) * 64 && j < span; ++j)
+                        if (((alive_words[j / 32] >> (j % 32)) & 1) &&
+                            box_overlap<MODE>(me, window[j], offset) > iou_threshold)
+                            bits |= 1ull << (j % 64);
+                    rows[t][q] = bits;
+                }
+            }
+            __syncthreads();
+            if (t == 0) {
+                word_t removed[WORDS];
+                for (int q = 0; q < WORDS; ++q)
+                    removed[q] = ~((word_t)alive_words[2 * q] | (word_t)alive_words[2 * q + 1] << 32);
+                for (int i = 0; i < span; ++i) {
+                    if ((removed[i / 64] >> (i % 64)) & 1) continue;
+                    kept_pos[v.lo + kept] = (int32_t)(w0 + i);
+                    kept_score[v.lo + kept] = score[w0 + i];
+                    if (++kept == limit) break;
+                    for (int q = i / 64; q < WORDS; ++q) removed[q] |= rows[i][q];
+                }
+                shared_kept[0] = kept;
+            }
+            __syncthreads();
+            kept = shared_kept[0];
+            if (limit > 0 && kept >= limit) break;
+        }
+        finish_segment(v, kept, kept_pos, kept_score, tiebreak, kept_count, final_keys, fbits);
+        __syncthreads(); /* shared memory is reused by the next segment */
+    }
+}
+
+/* ---- soft-NMS per segment (single-class and batched) ----------------------- */
+
+/* Larger means a higher score, then a lower tie-break. */
+__device__ __forceinline__ word_t soft_rank(float score, int32_t tiebreak)
+{
+    return ((word_t)~dp_score_key(score) << 32) | (word_t)(~(uint32_t)tiebreak);
+}
+
+__device__ __forceinline__ void warp_argmax(word_t &rank, int64_t &slot)
+{
+    for (int d = 16; d > 0; d /= 2) {
+        const word_t r = __shfl_down_sync(FULL_MASK, rank, d);
+        const int64_t s = __shfl_down_sync(FULL_MASK, slot, d);
+        if (r > rank) rank = r, slot = s;
+    }
+}
+
+/* True when the boxes share no area, so their IoU is 0 and soft-NMS leaves
+ * the score exactly as it is (weight 1 for both methods): the same test
+ * dp_overlap makes first, without the rest of the arithmetic. */
+__device__ __forceinline__ bool disjoint(const dp_box &a, const dp_box &b, float offset)
+{
+    return !(dp_extent(fmaxf(a.x1, b.x1), fminf(a.x2, b.x2), offset) > 0.0f &&
+             dp_extent(fmaxf(a.y1, b.y1), fminf(a.y2, b.y2), offset) > 0.0f);
+}
+
+/* Each round: a block-wide argmax of (current score, lower tie-break) takes
+ * a box, then every thread decays its boxes that overlap it. A thread keeps
+ * its own best between rounds and rescans only when one of its boxes
+ * changed, so a round costs two barriers and the overlap tests. */
+template <int METHOD>
+__global__ void __launch_bounds__(1024)
+    nms_segment_soft(dp_segments segs, const dp_box *__restrict__ box, const float *__restrict__ score,
+                     const int32_t *__restrict__ tiebreak, float *__restrict__ cur, float iou_threshold, float sigma,
+                     float min_score, float offset, int64_t limit, int32_t *__restrict__ kept_pos,
+                     float *__restrict__ kept_score, int32_t *__restrict__ kept_count,
+                     uint64_t *__restrict__ final_keys, int fbits)
+{
+    DP_SHARED(word_t, warp_rank, [32]);
+    DP_SHARED(int64_t, warp_slot, [32]);
+    DP_SHARED(word_t, best_rank, [1]);
+    DP_SHARED(int64_t, best_slot, [1]);
+    DP_SHARED(dp_box, best_box, [1]);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    for (int64_t seg = blockIdx.x; seg < segs.total; seg += gridDim.x) {
+        const segment_view v = find_segment(segs, seg);
+        for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) cur[p] = score[p];
+        int64_t kept = 0;
+        bool rescan = true;
+        word_t mine = 0;
+        int64_t mine_slot = -1;
+        while (v.lo < v.hi) {
+            if (rescan) {
+                mine = 0, mine_slot = -1;
+                for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) {
+                    const float c = cur[p];
+                    if (c >= min_score) {
+                        const word_t r = soft_rank(c, tiebreak[p]);
+                        if (r > mine) mine = r, mine_slot = p;
+                    }
+                }
+            }
+            word_t rank = mine;
+            int64_t slot = mine_slot;
+            warp_argmax(rank, slot);
+            if (lane == 0) warp_rank[warp] = rank, warp_slot[warp] = slot;
+            __syncthreads();
+            if (warp == 0) {
+                rank = lane < warps ? warp_rank[lane] : 0;
+                slot = lane < warps ? warp_slot[lane] : -1;
+                warp_argmax(rank, slot);
+                if (lane == 0) {
+                    best_rank[0] = rank, best_slot[0] = slot;
+                    if (rank != 0) {
+                        best_box[0] = box[slot];
+                        kept_pos[v.lo + kept] = (int32_t)slot;
+                        kept_score[v.lo + kept] = cur[slot];
+                        cur[slot] = NAN; /* taken */
+                    }
+                }
+            }
+            __syncthreads();
+            if (best_rank[0] == 0) break;
+            ++kept;
+            if (limit > 0 && kept >= limit) break;
+            const dp_box taken = best_box[0];
+            rescan = best_slot[0] == mine_slot;
+            for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) {
+                const float c = cur[p];
+                if (!(c >= min_score)) continue;
+                const dp_box b = box[p];
+                if (disjoint(taken, b, offset)) continue;
+                const float decayed = dp_soft_nms_decay(METHOD, c, box_overlap<DP_MODE_IOU>(taken, b, offset),
+                                                        iou_threshold, sigma);
+                if (!(decayed == c)) cur[p] = decayed, rescan = true;
+            }
+        }
+        finish_segment(v, kept, kept_pos, kept_score, tiebreak, kept_count, final_keys, fbits);
+        __syncthreads();
+    }
+}
+
+/* ---- workspace: single-class ----------------------------------------------- */
+
+static int64_t stripe_rows(int64_t n)
+{
+    const int64_t words = (n + 63) / 64;
+    int64_t rows = MASK_BUDGET / (words * 8) / 64 * 64;
+    if (rows < 64) rows = 64;
+    if (rows > STRIPE_MAX_ROWS) rows = STRIPE_MAX_ROWS;
+    return rows < words * 64 ? rows : words * 64;
+}
+
+struct nms_ws {
+    int32_t *state;
+    uint32_t *keys_in, *keys_out;
+    int32_t *order_in, *order;
+    void *sort_temp;
+    size_t sort_temp_bytes;
+    dp_box *box;
+    float *score;
+    int32_t *kept_pos;
+    float *kept_score;
+    float *cur;     /* soft */
+    word_t *remv;   /* hard: removal bits of every sorted position */
+    word_t *mask;   /* hard: one stripe's suppression bits, stripe_rows x words */
+};
+
+static size_t nms_layout(dp_carver *c, const detpost_nms_params *p, int64_t n, nms_ws *ws)
+{
+    *ws = nms_ws();
+    const size_t un = (size_t)n;
+    ws->state = (int32_t *)dp_carve(c, 4 * sizeof(int32_t));
+    ws->keys_in = (uint32_t *)dp_carve(c, un * sizeof(uint32_t));
+    ws->keys_out = (uint32_t *)dp_carve(c, un * sizeof(uint32_t));
+    ws->order_in = (int32_t *)dp_carve(c, un * sizeof(int32_t));
+    ws->order = (int32_t *)dp_carve(c, un * sizeof(int32_t));
+    ws->sort_temp_bytes = dp_sort_pairs_u32_temp(n);
+    ws->sort_temp = dp_carve(c, ws->sort_temp_bytes);
+    ws->box = (dp_box *)dp_carve(c, un * sizeof(dp_box));
+    ws->score = (float *)dp_carve(c, un * sizeof(float));
+    ws->kept_pos = (int32_t *)dp_carve(c, un * sizeof(int32_t));
+    ws->kept_score = (float *)dp_carve(c, un * sizeof(float));
+    if (dp_nms_is_soft(p->method)) {
+        ws->cur = (float *)dp_carve(c, un * sizeof(float));
+    } else {
+        const int64_t words = (n + 63) / 64;
+        ws->remv = (word_t *)dp_carve(c, (size_t)words * sizeof(word_t));
+        ws->mask = (word_t *)dp_carve(c, (size_t)(stripe_rows(n) * words) * sizeof(word_t));
+    }
+    return c->used;
+}
+
+size_t cuda_nms_workspace(const detpost_nms_params *p, int64_t n)
+{
+    if (n == 0) return 0;
+    dp_carver c = {NULL, 0};
+    nms_ws ws;
+    return nms_layout(&c, p, n, &ws);
+}
+
+/* Original scores of the kept boxes, for the hard methods. */
+__global__ void nms_kept_scores(const int32_t *__restrict__ state, const int32_t *__restrict__ kept_pos,
+                                const float *__restrict__ score, int64_t n, float *__restrict__ kept_score)
+{
+    const int64_t kept = state[1];
+    for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < kept && k < n;
+         k += (int64_t)gridDim.x * blockDim.x)
+        kept_score[k] = score[kept_pos[k]];
+}
+
+template <int MODE>
+static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p, int64_t n, const nms_ws &ws)
+{
+    cudaStream_t s = dp_stream(ctx);
+    const int64_t words = (n + 63) / 64, rows = stripe_rows(n), limit = p->max_output;
+    DP_CUDA_TRY(ctx, cudaMemsetAsync(ws.remv, 0, (size_t)words * sizeof(word_t), s), "clearing the removal bits");
+    for (int64_t r0 = 0; r0 < n; r0 += rows) {
+        const int64_t here = n - r0 < rows ? n - r0 : rows, w0 = r0 / 64;
+        const int64_t w_end = (r0 + here + 63) / 64;
+        const int64_t column_blocks = words - w0 < MASK_COLUMN_BLOCKS ? words - w0 : MASK_COLUMN_BLOCKS;
+        dp_launch_cfg mask_cfg(dim3((unsigned)column_blocks, (unsigned)((here + 63) / 64)), dim3(64), 0, s);
+        DP_CUDA_TRY(ctx,
+                    DP_LAUNCH(nms_stripe_mask<MODE>, mask_cfg, ws.box, ws.remv, ws.mask, words, r0, ws.state,
+                              p->iou_threshold, p->offset, limit),
+                    "launching the NMS mask kernel");
+        dp_launch_cfg resolve_cfg(dim3(1), dim3(32), 0, s);
+        DP_CUDA_TRY(ctx,
+                    DP_LAUNCH(nms_stripe_resolve, resolve_cfg, ws.mask, ws.remv, words, r0, here, ws.state,
+                              ws.kept_pos, limit),
+                    "launching the NMS resolve kernel");
+        if (w_end < words) {
+            dp_launch_cfg prop_cfg(dim3(dp_blocks_for(words - w_end, NMS_THREADS)), dim3(NMS_THREADS), 0, s);
+            DP_CUDA_TRY(ctx,
+                        DP_LAUNCH(nms_stripe_propagate, prop_cfg, ws.mask, ws.remv, words, r0, w_end, ws.state,
+                                  ws.kept_pos, limit),
+                        "launching the NMS propagation kernel");
+        }
+    }
+    dp_launch_cfg cfg(dim3(dp_blocks_for(n, NMS_THREADS)), dim3(NMS_THREADS), 0, s);
+    DP_CUDA_TRY(ctx, DP_LAUNCH(nms_kept_scores, cfg, ws.state, ws.kept_pos, ws.score, n, ws.kept_score),
+                "launching the kept-score kernel");
+    return DETPOST_OK;
+}
+
+template <int METHOD>
+static cudaError_t launch_soft(const dp_segments &segs, unsigned threads, const detpost_nms_params *p, int64_t limit,
+                               const dp_box *box, const float *score, const int32_t *tiebreak, float *cur,
+                               int32_t *kept_pos, float *kept_score, int32_t *kept_count, uint64_t *final_keys,
+                               int fbits, cudaStream_t s)
+{
+    const int64_t blocks = segs.total < 65535 ? segs.total : 65535;
+    dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads), 0, s);
+    return DP_LAUNCH(nms_segment_soft<METHOD>, cfg, segs, box, score, tiebreak, cur, p->iou_threshold, p->sigma,
+                     p->min_score, p->offset, limit, kept_pos, kept_score, kept_count, final_keys, fbits);
+}
+
+detpost_status cuda_nms(detpost_ctx *ctx, const detpost_nms_params *p, const float *boxes, const float *scores,
+                        int64_t n, int64_t *keep, float *keep_scores, int64_t *num_keep)
+{
+    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
+    cudaStream_t s = dp_stream(ctx);
+    if (n == 0) {
+        DP_CUDA_TRY(ctx, cudaMemsetAsync(num_keep, 0, sizeof(int64_t), s), "writing num_keep");
+        return DETPOST_OK;
+    }
+    void *base = NULL;
+    detpost_status st = dp_workspace(ctx, cuda_nms_workspace(p, n), &base);
+    if (st != DETPOST_OK) return st;
+    dp_carver c = {(char *)base, 0};
+    nms_ws ws;
+    nms_layout(&c, p, n, &ws);
+    const int soft = dp_nms_is_soft(p->method);
+    const dim3 grid(dp_blocks_for(n, NMS_THREADS)), block(NMS_THREADS);
+
+    DP_CUDA_TRY(ctx, cudaMemsetAsync(ws.state, 0, 4 * sizeof(int32_t), s), "clearing the NMS counters");
+    dp_launch_cfg keys_cfg(grid, block, 0, s);
+    keys_cfg.out(ws.keys_in, (size_t)n * sizeof(uint32_t)).out(ws.order_in, (size_t)n * sizeof(int32_t));
+    DP_CUDA_TRY(ctx,
+                DP_LAUNCH(nms_keys, keys_cfg, scores, n, p->score_threshold, soft, p->min_score, ws.keys_in,
+                          ws.order_in, ws.state),
+                "launching the NMS key kernel");
+    st = dp_sort_pairs_u32(ctx, ws.sort_temp, ws.sort_temp_bytes, ws.keys_in, ws.keys_out, ws.order_in, ws.order, n);
+    if (st != DETPOST_OK) return st;
+    dp_launch_cfg gather_cfg(grid, block, 0, s);
+    gather_cfg.out(ws.box, (size_t)n * sizeof(dp_box)).out(ws.score, (size_t)n * sizeof(float));
+    DP_CUDA_TRY(ctx, DP_LAUNCH(nms_gather, gather_cfg, boxes, scores, ws.order, n, ws.box, ws.score),
+                "launching the NMS gather kernel");
+
+    cudaError_t err = cudaSuccess;
+    if (soft) {
+        const dp_segments segs = {ws.state, nullptr, n, 1, 1};
+        const unsigned threads = threads_for(n);
+        if (p->method == DETPOST_NMS_LINEAR)
+            err = launch_soft<DP_NMS_LINEAR>(segs, threads, p, p->max_output, ws.box, ws.score, ws.order, ws.cur,
+                                             ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s);
+        else
+            err = launch_soft<DP_NMS_GAUSSIAN>(segs, threads, p, p->max_output, ws.box, ws.score, ws.order, ws.cur,
+                                               ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s);
+        DP_CUDA_TRY(ctx, err, "launching the soft-NMS kernel");
+    } else {
+        st = p->method == DETPOST_NMS_DIOU ? run_stripes<DP_MODE_DIOU>(ctx, p, n, ws)
+                                           : run_stripes<DP_MODE_IOU>(ctx, p, n, ws);
+        if (st != DETPOST_OK) return st;
+    }
+    dp_launch_cfg out_cfg(grid, block, 0, s);
+    out_cfg.out(keep, (size_t)n * sizeof(int64_t)).out(num_keep, sizeof(int64_t));
+    if (keep_scores) out_cfg.out(keep_scores, (size_t)n * sizeof(float));
+    DP_CUDA_TRY(ctx,
+                DP_LAUNCH(nms_write_keep, out_cfg, ws.state, ws.kept_pos, ws.kept_score, ws.order, n, keep,
+                          keep_scores, num_keep),
+                "launching the NMS output kernel");
+    return DETPOST_OK;
+}
+
+/* ---- batched ------------------------------------------------------------- */
+
+struct batched_shape {
+    int64_t batch, boxes, classes, pairs, cap, background, top_k;
+    int agnostic, per_class_boxes, coding;
+    int nbits, cbits, fbits; /* bits of a box index, a class, a (box, class) pair */
+    int group_bits;          /* bits of the key that groups candidates by class in score order */
+};
+
+static batched_shape shape_of(const detpost_batched_nms_params *p, int64_t batch, int64_t num_boxes,
+                              int64_t num_classes)
+{
+    batched_shape sh;
+    sh.batch = batch, sh.boxes = num_boxes, sh.classes = num_classes, sh.pairs = num_boxes * num_classes;
+    sh.cap = dp_batched_nms_capacity(p, num_boxes, num_classes);
+    sh.background = p->background_class;
+    sh.top_k = p->pre_nms_top_k;
+    sh.agnostic = p->class_agnostic, sh.per_class_boxes = p->boxes_per_class, sh.coding = (int)p->box_coding;
+    sh.nbits = bits_for(num_boxes), sh.cbits = bits_for(num_classes), sh.fbits = bits_for(sh.pairs);
+    sh.group_bits = sh.agnostic ? 32 + sh.fbits : sh.cbits + 32 + sh.nbits;
+    return sh;
+}
+
+/* Visits pair indices f = start, start + stride, ... of one image with
+ * c = f % classes kept up to date without a division per pair. */
+struct pair_walk {
+    int64_t f, c, stride, step, classes;
+    __device__ pair_walk(int64_t start, int64_t stride_, int64_t classes_)
+        : f(start), c(start % classes_), stride(stride_), step(stride_ % classes_), classes(classes_)
+    {
+    }
+    __device__ void next()
+    {
+        f += stride;
+        c += step;
+        if (c >= classes) c -= classes;
+    }
+};
+
+__device__ __forceinline__ int batched_candidate(const float *scores, const pair_walk &w, const batched_shape &sh,
+                                                 float score_threshold, int soft, float min_score)
+{
+    return w.c != sh.background && dp_nms_candidate(scores[w.f], score_threshold, soft, min_score);
+}
+
+/* One block per image: the best top_k candidates by (score, box, class),
+ * found by radix select on the 64-bit rank (score key << 32 | pair index),
+ * SELECT_BITS bits a pass, then compacted with their grouping sort keys. */
+__global__ void __launch_bounds__(SELECT_THREADS)
+    batched_select(const float *__restrict__ scores, batched_shape sh, float score_threshold, int soft,
+                   float min_score, uint64_t *__restrict__ cand_keys, int32_t *__restrict__ cand_count,
+                   int32_t *__restrict__ seg_begin, int32_t *__restrict__ seg_end, int32_t *__restrict__ kept_count)
+{
+    DP_SHARED(unsigned, hist, [1 << SELECT_BITS]);
+    DP_SHARED(unsigned long long, total, [1]);
+    DP_SHARED(unsigned long long, filled, [1]);
+    DP_SHARED(int64_t, pick, [3]); /* bin, candidates before it, candidates in it */
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int64_t img = blockIdx.x; img < sh.batch; img += gridDim.x) {
+        const float *s = scores + img * sh.pairs;
+        if (threadIdx.x == 0) total[0] = 0, filled[0] = 0;
+        __syncthreads();
+        int64_t mine = 0;
+        for (pair_walk w(threadIdx.x, blockDim.x, sh.classes); w.f < sh.pairs; w.next())
+            mine += batched_candidate(s, w, sh, score_threshold, soft, min_score);
+        if (mine) atomicAdd(&total[0], (unsigned long long)mine);
+        __syncthreads();
+        const int64_t count = (int64_t)total[0];
+        const int64_t want = sh.top_k > 0 && count > sh.top_k ? sh.top_k : count;
+        /* taken: candidates whose rank, cut to its top `bits` bits, is <= prefix */
+        uint64_t prefix = NO_KEY;
+        int bits = 64;
+        if (want < count) {
+            prefix = 0, bits = 0;
+            int64_t need = want;
+            while (bits < 64) {
+                const int width = 64 - bits < SELECT_BITS ? 64 - bits : SELECT_BITS, shift = 64 - bits - width;
+                const int bins = 1 << width;
+                for (int i = threadIdx.x; i < bins; i += blockDim.x) hist[i] = 0;
+                __syncthreads();
+                for (pair_walk w(threadIdx.x, blockDim.x, sh.classes); w.f < sh.pairs; w.next()) {
+                    if (!batched_candidate(s, w, sh, score_threshold, soft, min_score)) continue;
+                    const uint64_t r = ((uint64_t)dp_score_key(s[w.f]) << 32) | (uint64_t)w.f;
+                    if (bits == 0 || (r >> (64 - bits)) == prefix) atomicAdd(&hist[(r >> shift) & (bins - 1)], 1u);
+                }
+                __syncthreads();
+                if (warp == 0) {
+                    const int per_lane = bins / 32;
+                    int64_t sum = 0;
+                    for (int k = 0; k < per_lane; ++k) sum += hist[lane * per_lane + k];
+                    int64_t upto = sum;
+                    for (int d = 1; d < 32; d *= 2) {
+                        const int64_t o = __shfl_up_sync(FULL_MASK, upto, d);
+                        if (lane >= d) upto += o;
+                    }
+                    int64_t before = upto - sum;
+                    if (before < need && need <= upto) {
+                        for (int k = 0; k < per_lane; ++k) {
+                            const int64_t here = hist[lane * per_lane + k];
+                            if (before + here >= need) {
+                                pick[0] = lane * per_lane + k, pick[1] = before, pick[2] = here;
+                                break;
+                            }
+                            before += here;
+                        }
+                    }
+                }
+                __syncthreads();
+                need -= pick[1];
+                prefix = (prefix << width) | (uint64_t)pick[0];
+                bits += width;
+                const int done = pick[2] == need;
+                __syncthreads(); /* pick is rewritten by the next pass */
+                if (done) break;
+            }
+        }
+        uint64_t *out = cand_keys + img * sh.cap;
+        for (pair_walk w(threadIdx.x, blockDim.x, sh.classes); w.f < sh.pairs; w.next()) {
+            if (!batched_candidate(s, w, sh, score_threshold, soft, min_score)) continue;
+            const uint32_t key = dp_score_key(s[w.f]);
+            const uint64_t r = ((uint64_t)key << 32) | (uint64_t)w.f;
+            if ((r >> (64 - bits)) > prefix) continue;
+            const uint64_t n = (uint64_t)((w.f - w.c) / sh.classes), c = (uint64_t)w.c;
+            const uint64_t group = sh.agnostic ? ((uint64_t)key << sh.fbits) | (uint64_t)w.f
+                                               : (c << (32 + sh.nbits)) | ((uint64_t)key << sh.nbits) | n;
+            out[atomicAdd(&filled[0], 1ull)] = group;
+        }
+        if (threadIdx.x == 0) {
+            cand_count[img] = (int32_t)want;
+            seg_begin[img] = (int32_t)(img * sh.cap);
+            seg_end[img] = (int32_t)(img * sh.cap + want);
+            kept_count[img] = 0;
+        }
+        __syncthreads(); /* shared counters are reset for the next image */
+    }
+}
+
+__device__ __forceinline__ dp_box decoded_box(const float *boxes, const batched_shape &sh, int64_t img, int64_t n,
+                                              int64_t c)
+{
+    const int64_t row = sh.per_class_boxes ? (img * sh.boxes + n) * sh.classes + c : img * sh.boxes + n;
+    float corners[4];
+    dp_decode_box(sh.coding, boxes + row * 4, corners);
+    return dp_box{corners[0], corners[1], corners[2], corners[3]};
+}
+
+/* Candidate slots in grouped score order: box (corners), score, pair index, class. */
+__global__ void batched_gather(const uint64_t *__restrict__ sorted, const int32_t *__restrict__ cand_count,
+                               const float *__restrict__ boxes, const float *__restrict__ scores, batched_shape sh,
+                               dp_box *__restrict__ box, float *__restrict__ score, int32_t *__restrict__ tiebreak,
+                               int32_t *__restrict__ cls)
+{
+    const int64_t slots = sh.batch * sh.cap;
+    for (int64_t q = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; q < slots; q += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t img = q / sh.cap;
+        if (q - img * sh.cap >= cand_count[img]) continue;
+        const uint64_t key = sorted[q];
+        int64_t n, c;
+        if (sh.agnostic) {
+            const int64_t f = (int64_t)(key & ((1ull << sh.fbits) - 1));
+            n = f / sh.classes, c = f % sh.classes;
+        } else {
+            n = (int64_t)(key & ((1ull << sh.nbits) - 1));
+            c = (int64_t)(key >> (32 + sh.nbits));
+        }
+        box[q] = decoded_box(boxes, sh, img, n, c);
+        score[q] = scores[img * sh.pairs + n * sh.classes + c];
+        tiebreak[q] = (int32_t)(n * sh.classes + c);
+        cls[q] = (int32_t)c;
+    }
+}
+
+/* The best K kept detections of each image, then padding. */
+__global__ void batched_output(const uint64_t *__restrict__ sorted, const int32_t *__restrict__ kept_count,
+                               const float *__restrict__ boxes, batched_shape sh, int64_t K,
+                               int32_t *__restrict__ num_dets, float *__restrict__ det_boxes,
+                               float *__restrict__ det_scores, int32_t *__restrict__ det_classes,
+                               int32_t *__restrict__ det_indices)
+{
+    for (int64_t img = blockIdx.x; img < sh.batch; img += gridDim.x) {
+        const int64_t kept = sh.cap > 0 ? kept_count[img] : 0, dets = kept < K ? kept : K;
+        if (threadIdx.x == 0) num_dets[img] = (int32_t)dets;
+        for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+            const int64_t o = img * K + k;
+            if (k >= dets) {
+                det_boxes[o * 4 + 0] = det_boxes[o * 4 + 1] = det_boxes[o * 4 + 2] = det_boxes[o * 4 + 3] = 0.0f;
+                det_scores[o] = 0.0f;
+                det_classes[o] = -1;
+                if (det_indices) det_indices[o] = -1;
+                continue;
+            }
+            const uint64_t key = sorted[img * sh.cap + k];
+            const int64_t f = (int64_t)(key & ((1ull << sh.fbits) - 1)), n = f / sh.classes, c = f % sh.classes;
+            const dp_box b = decoded_box(boxes, sh, img, n, c);
+            det_boxes[o * 4 + 0] = b.x1, det_boxes[o * 4 + 1] = b.y1;
+            det_boxes[o * 4 + 2] = b.x2, det_boxes[o * 4 + 3] = b.y2;
+            det_scores[o] = dp_key_score((uint32_t)(key >> sh.fbits));
+            det_classes[o] = (int32_t)c;
+            if (det_indices) det_indices[o] = (int32_t)n;
+        }
+    }
+}
+
+struct batched_ws {
+    uint64_t *keys, *sorted;
+    int32_t *cand_count, *kept_count, *seg_begin, *seg_end;
+    dp_box *box;
+    float *score;
+    int32_t *tiebreak, *cls, *kept_pos;
+    float *kept_score, *cur;
+    void *sort_temp;
+    size_t sort_temp_bytes;
+};
+
+static size_t batched_layout(dp_carver *c, const detpost_batched_nms_params *p, const batched_shape &sh,
+                             batched_ws *ws)
+{
+    *ws = batched_ws();
+    const size_t slots = (size_t)(sh.batch * sh.cap), images = (size_t)sh.batch;
+    ws->keys = (uint64_t *)dp_carve(c, slots * sizeof(uint64_t));
+    ws->sorted = (uint64_t *)dp_carve(c, slots * sizeof(uint64_t));
+    ws->cand_count = (int32_t *)dp_carve(c, images * sizeof(int32_t));
+    ws->kept_count = (int32_t *)dp_carve(c, images * sizeof(int32_t));
+    ws->seg_begin = (int32_t *)dp_carve(c, images * sizeof(int32_t));
+    ws->seg_end = (int32_t *)dp_carve(c, images * sizeof(int32_t));
+    ws->box = (dp_box *)dp_carve(c, slots * sizeof(dp_box));
+    ws->score = (float *)dp_carve(c, slots * sizeof(float));
+    ws->tiebreak = (int32_t *)dp_carve(c, slots * sizeof(int32_t));
+    ws->cls = (int32_t *)dp_carve(c, slots * sizeof(int32_t));
+    ws->kept_pos = (int32_t *)dp_carve(c, slots * sizeof(int32_t));
+    ws->kept_score = (float *)dp_carve(c, slots * sizeof(float));
+    if (dp_nms_is_soft(p->nms.method)) ws->cur = (float *)dp_carve(c, slots * sizeof(float));
+    ws->sort_temp_bytes = dp_segmented_sort_u64_temp((int64_t)slots, sh.batch);
+    ws->sort_temp = dp_carve(c, ws->sort_temp_bytes);
+    return c->used;
+}
+
+size_t cuda_batched_nms_workspace(const detpost_batched_nms_params *p, int64_t batch, int64_t num_boxes,
+                                  int64_t num_classes)
+{
+    const batched_shape sh = shape_of(p, batch, num_boxes, num_classes);
+    if (sh.batch * sh.cap == 0) return 0;
+    dp_carver c = {NULL, 0};
+    batched_ws ws;
+    return batched_layout(&c, p, sh, &ws);
+}
+
+template <int MODE>
+static cudaError_t launch_hard(const dp_segments &segs, const detpost_nms_params *p, int64_t limit,
+                               const batched_ws &ws, int fbits, cudaStream_t s)
+{
+    const int64_t blocks = segs.total < 65535 ? segs.total : 65535;
+    dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(HARD_WINDOW), 0, s);
+    return DP_LAUNCH(nms_segment_hard<MODE>, cfg, segs, ws.box, ws.score, ws.tiebreak, p->iou_threshold, p->offset,
+                     limit, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys, fbits);
+}
+
+detpost_status cuda_batched_nms(detpost_ctx *ctx, const detpost_batched_nms_params *p, const float *boxes,
+                                const float *scores, int64_t batch, int64_t num_boxes, int64_t num_classes,
+                                int32_t *num_dets, float *det_boxes, float *det_scores, int32_t *det_classes,
+                                int32_t *det_indices)
+{
+    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
+    cudaStream_t s = dp_stream(ctx);
+    const batched_shape sh = shape_of(p, batch, num_boxes, num_classes);
+    const int64_t K = p->max_per_image, slots = sh.batch * sh.cap;
+    const unsigned image_blocks = (unsigned)(batch < 65535 ? batch : 65535);
+    void *base = NULL;
+    detpost_status st = dp_workspace(ctx, cuda_batched_nms_workspace(p, batch, num_boxes, num_classes), &base);
+    if (st != DETPOST_OK) return st;
+    dp_carver c = {(char *)base, 0};
+    batched_ws ws;
+    batched_layout(&c, p, sh, &ws);
+
+    if (slots > 0) {
+        dp_launch_cfg select_cfg(dim3(image_blocks), dim3(SELECT_THREADS), 0, s);
+        select_cfg.out(ws.cand_count, (size_t)batch * 4).out(ws.kept_count, (size_t)batch * 4);
+        select_cfg.out(ws.seg_begin, (size_t)batch * 4).out(ws.seg_end, (size_t)batch * 4);
+        DP_CUDA_TRY(ctx,
+                    DP_LAUNCH(batched_select, select_cfg, scores, sh, p->nms.score_threshold,
+                              dp_nms_is_soft(p->nms.method), p->nms.min_score, ws.keys, ws.cand_count, ws.seg_begin,
+                              ws.seg_end, ws.kept_count),
+                    "launching the candidate selection kernel");
+        st = dp_segmented_sort_u64(ctx, ws.sort_temp, ws.sort_temp_bytes, ws.keys, ws.sorted, slots, batch,
+                                   ws.seg_begin, ws.seg_end, sh.group_bits);
+        if (st != DETPOST_OK) return st;
+        dp_launch_cfg gather_cfg(dim3(dp_blocks_for(slots, NMS_THREADS)), dim3(NMS_THREADS), 0, s);
+        DP_CUDA_TRY(ctx,
+                    DP_LAUNCH(batched_gather, gather_cfg, ws.sorted, ws.cand_count, boxes, scores, sh, ws.box,
+                              ws.score, ws.tiebreak, ws.cls),
+                    "launching the candidate gather kernel");
+
+        const dp_segments segs = {ws.cand_count, sh.agnostic ? nullptr : ws.cls, sh.cap,
+                                  sh.agnostic ? 1 : sh.classes, sh.batch * (sh.agnostic ? 1 : sh.classes)};
+        const int64_t limit = p->max_per_class;
+        cudaError_t err = cudaSuccess;
+        switch (p->nms.method) {
+        case DETPOST_NMS_HARD: err = launch_hard<DP_MODE_IOU>(segs, &p->nms, limit, ws, sh.fbits, s); break;
+        case DETPOST_NMS_DIOU: err = launch_hard<DP_MODE_DIOU>(segs, &p->nms, limit, ws, sh.fbits, s); break;
+        case DETPOST_NMS_LINEAR:
+        case DETPOST_NMS_GAUSSIAN: {
+            const int64_t expected = sh.agnostic ? sh.cap : 4 * sh.cap / (sh.classes > 0 ? sh.classes : 1);
+            const unsigned threads = threads_for(expected);
+            err = p->nms.method == DETPOST_NMS_LINEAR
+                      ? launch_soft<DP_NMS_LINEAR>(segs, threads, &p->nms, limit, ws.box, ws.score, ws.tiebreak,
+                                                   ws.cur, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys,
+                                                   sh.fbits, s)
+                      : launch_soft<DP_NMS_GAUSSIAN>(segs, threads, &p->nms, limit, ws.box, ws.score, ws.tiebreak,
+                                                     ws.cur, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys,
+                                                     sh.fbits, s);
+            break;
+        }
+        }
+        DP_CUDA_TRY(ctx, err, "launching the per-class NMS kernel");
+        st = dp_segmented_sort_u64(ctx, ws.sort_temp, ws.sort_temp_bytes, ws.keys, ws.sorted, slots, batch,
+                                   ws.seg_begin, ws.seg_end, 32 + sh.fbits);
+        if (st != DETPOST_OK) return st;
+    }
+    dp_launch_cfg out_cfg(dim3(image_blocks), dim3(128), 0, s);
+    out_cfg.out(num_dets, (size_t)batch * 4).out(det_boxes, (size_t)(batch * K * 4) * sizeof(float));
+    out_cfg.out(det_scores, (size_t)(batch * K) * sizeof(float)).out(det_classes, (size_t)(batch * K) * 4);
+    if (det_indices) out_cfg.out(det_indices, (size_t)(batch * K) * 4);
+    DP_CUDA_TRY(ctx,
+                DP_LAUNCH(batched_output, out_cfg, ws.sorted, ws.kept_count, boxes, sh, K, num_dets, det_boxes,
+                          det_scores, det_classes, det_indices),
+                "launching the detection output kernel");
+    return DETPOST_OK;
+}
