@@ -453,10 +453,6 @@ bool run_block(runner &r, const schedule &sched)
         sim_thread &t = r.threads[(size_t)i];
         t.status = T_READY;
         t.asan_fake = nullptr;
-#ifdef SIMT_ASAN
-        /* the frame of the fiber that last ran here never returned: clear its redzones */
-        ASAN_UNPOISON_MEMORY_REGION(t.stack.lo(), t.stack.usable());
-#endif
         fiber_init(t.ctx, t.stack.lo(), t.stack.usable());
     }
     for (;;) {
