@@ -25,6 +25,18 @@ class OverlapParams(ctypes.Structure):
     _fields_ = [("mode", ctypes.c_int), ("aligned", ctypes.c_int), ("offset", ctypes.c_float)]
 
 
+class NmsParams(ctypes.Structure):
+    _fields_ = [("method", ctypes.c_int), ("iou_threshold", ctypes.c_float), ("score_threshold", ctypes.c_float),
+                ("max_output", C_I64), ("sigma", ctypes.c_float), ("min_score", ctypes.c_float),
+                ("offset", ctypes.c_float)]
+
+
+class BatchedNmsParams(ctypes.Structure):
+    _fields_ = [("nms", NmsParams), ("pre_nms_top_k", C_I64), ("max_per_class", C_I64), ("max_per_image", C_I64),
+                ("background_class", C_I64), ("class_agnostic", ctypes.c_int), ("boxes_per_class", ctypes.c_int),
+                ("box_coding", ctypes.c_int)]
+
+
 class Detpost:
     """The subset of the C API the comparisons call."""
 
@@ -41,6 +53,11 @@ class Detpost:
         lib.detpost_box_overlaps.argtypes = [C_PTR, ctypes.POINTER(OverlapParams), C_PTR, C_I64, C_PTR, C_I64,
                                              C_I64, C_PTR]
         lib.detpost_mask_iou.argtypes = [C_PTR, C_PTR, C_I64, C_PTR, C_I64, C_I64, C_PTR]
+        lib.detpost_nms_params_default.restype = NmsParams
+        lib.detpost_batched_nms_params_default.restype = BatchedNmsParams
+        lib.detpost_nms.argtypes = [C_PTR, ctypes.POINTER(NmsParams), C_PTR, C_PTR, C_I64, C_PTR, C_PTR, C_PTR]
+        lib.detpost_batched_nms.argtypes = [C_PTR, ctypes.POINTER(BatchedNmsParams), C_PTR, C_PTR, C_I64, C_I64,
+                                            C_I64, C_PTR, C_PTR, C_PTR, C_PTR, C_PTR]
         self.ctx = C_PTR()
         self.check(lib.detpost_create(ctypes.byref(self.ctx), 1, torch.cuda.current_device()), "detpost_create")
         self.check(lib.detpost_set_stream(self.ctx, C_PTR(torch.cuda.current_stream().cuda_stream)),
@@ -163,6 +180,94 @@ def mask_iou(dp, reps):
     exact = inter / (a64.sum(1)[:, None] + b64.sum(1)[None, :] - inter)
     err = (out.double() - exact).abs().max().item()
     return [row("mask_iou (torch baseline)", f"{na}x{nb}@{side}x{side}", dp_ms, tv_ms, f"max|diff| {err:.1e}")]
+
+
+def unique_scores(n, seed):
+    """Distinct scores, so that both libraries face no ties."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return ((torch.randperm(n, generator=g).float() + 1) / (n + 1)).cuda()
+
+
+@case
+def nms(dp, reps):
+    rows = []
+    for n, target in ((1000, 2), (10000, 3), (100000, 5)):
+        boxes, scores = detector_boxes(n, seed=10 + n), unique_scores(n, 20 + n)
+        keep = torch.empty(n, dtype=torch.int64, device="cuda")
+        num = torch.empty(1, dtype=torch.int64, device="cuda")
+        p = dp.lib.detpost_nms_params_default()
+        run = lambda: dp.call("detpost_nms", ctypes.byref(p), ptr(boxes), ptr(scores), n, ptr(keep), None, ptr(num))
+        dp_ms = gpu_median_ms(run, reps)
+        tv_ms = gpu_median_ms(lambda: torchvision.ops.nms(boxes, scores, 0.5), reps)
+        run()
+        ref = torchvision.ops.nms(boxes, scores, 0.5)
+        same = int(num.item()) == ref.numel() and torch.equal(keep[: ref.numel()], ref)
+        rows.append(row("nms (hard, iou 0.5)", f"{n} boxes", dp_ms, tv_ms,
+                        f"{'identical' if same else 'DIFFERENT'} keep ({ref.numel()} kept)", target))
+    return rows
+
+
+@case
+def soft_nms_cost(dp, reps):
+    """Gaussian soft-NMS against detpost's own hard NMS of the same boxes (target: within 3x)."""
+    n = 10000
+    boxes, scores = detector_boxes(n, seed=31), unique_scores(n, 32)
+    keep = torch.empty(n, dtype=torch.int64, device="cuda")
+    kscores = torch.empty(n, device="cuda")
+    num = torch.empty(1, dtype=torch.int64, device="cuda")
+    hard, soft = dp.lib.detpost_nms_params_default(), dp.lib.detpost_nms_params_default()
+    soft.method = 2
+    times = []
+    for p in (soft, hard):
+        run = lambda: dp.call("detpost_nms", ctypes.byref(p), ptr(boxes), ptr(scores), n, ptr(keep), ptr(kscores),
+                              ptr(num))
+        times.append(gpu_median_ms(run, reps))
+    return [row("soft-NMS gaussian vs detpost hard NMS", f"{n} boxes", times[0], times[1], "-", 1 / 3,
+                note="'torchvision ms' column: detpost hard NMS")]
+
+
+def torch_batched_nms(boxes, scores, threshold, top_k=4096, iou=0.5, max_det=100):
+    """Score filter, top-k and torchvision.ops.batched_nms, image by image."""
+    out = []
+    for b in range(boxes.shape[0]):
+        s = scores[b]
+        idx = torch.nonzero(s > threshold)
+        cand = s[idx[:, 0], idx[:, 1]]
+        if cand.numel() > top_k:
+            cand, order = cand.topk(top_k)
+            idx = idx[order]
+        keep = torchvision.ops.batched_nms(boxes[b][idx[:, 0]], cand, idx[:, 1], iou)[:max_det]
+        out.append((cand[keep], idx[keep]))
+    return out
+
+
+@case
+def batched_nms(dp, reps):
+    B, N, C = 16, 8400, 80
+    g = torch.Generator(device="cpu").manual_seed(40)
+    boxes = torch.stack([detector_boxes(N, 640, 640, seed=41 + b) for b in range(B)])
+    scores = torch.sigmoid(torch.randn(B, N, C, generator=g) * 2 - 4).cuda()
+    K = 100
+    num = torch.empty(B, dtype=torch.int32, device="cuda")
+    dboxes = torch.empty(B, K, 4, device="cuda")
+    dscores = torch.empty(B, K, device="cuda")
+    dclasses = torch.empty(B, K, dtype=torch.int32, device="cuda")
+    dindices = torch.empty(B, K, dtype=torch.int32, device="cuda")
+    rows = []
+    for threshold in (0.25, 0.001):
+        p = dp.lib.detpost_batched_nms_params_default()
+        p.nms.score_threshold = threshold
+        run = lambda: dp.call("detpost_batched_nms", ctypes.byref(p), ptr(boxes), ptr(scores), B, N, C, ptr(num),
+                              ptr(dboxes), ptr(dscores), ptr(dclasses), ptr(dindices))
+        dp_ms = gpu_median_ms(run, max(5, reps // 3))
+        tv_ms = gpu_median_ms(lambda: torch_batched_nms(boxes, scores, threshold), max(5, reps // 3), warmup=2)
+        run()
+        ref = torch_batched_nms(boxes, scores, threshold)
+        agree = all(int(num[b]) == ref[b][0].numel() and
+                    torch.equal(dscores[b, : int(num[b])], ref[b][0]) for b in range(B))
+        rows.append(row("batched_nms (YOLO head)", f"{B}x{N}x{C} score>{threshold}", dp_ms, tv_ms,
+                        "same counts and scores" if agree else "DIFFERENT", 10))
+    return rows
 
 
 def copy_bandwidth_gbs():
