@@ -40,6 +40,12 @@
 #define ROI_TABLE 128          /* bilinear corners per axis cached in shared memory */
 #define ROI_ITEMS_PER_BLOCK 2048 /* output elements one block aims at */
 
+#ifdef DETPOST_SIM
+#define ROI_NOINLINE __attribute__((noinline))
+#else
+#define ROI_NOINLINE __noinline__
+#endif
+
 /* ---- element access ------------------------------------------------------ */
 
 __device__ __forceinline__ float to_float(float v) { return v; }
@@ -106,30 +112,47 @@ __device__ __forceinline__ dp_roi_axis no_samples(int64_t size)
     return a;
 }
 
-__device__ void roi_setup(const dp_roi_job &job, int64_t r, roi_head &head, roi_runs &runs)
+/* The RoI's setup runs once per block and RoI; kept out of line (with
+ * scalar arguments, so the kernel's parameters stay where they are) so that
+ * its registers (double-precision level mapping, binary searches) do not
+ * add to those of the per-element loops, which need many warps in flight. */
+ROI_NOINLINE __device__ int roi_level_of(const float *row, int64_t n, int num_levels, float canonical_scale,
+                                         int canonical_level, float eps, int k_min)
 {
-    const int ph = job.pooled_h, pw = job.pooled_w;
-    __syncthreads(); /* the previous RoI's head and tables are no longer read */
-    if (threadIdx.x == 0) {
-        float row[5];
-        for (int k = 0; k < 5; ++k) row[k] = job.rois[r * 5 + k];
-        head.valid = dp_roi_row_valid(row, job.n);
-        head.level = head.valid && job.num_levels > 1
-                         ? dp_fpn_level(row + 1, job.canonical_scale, job.canonical_level, job.eps, job.k_min,
-                                        job.num_levels)
-                         : 0;
-        const dp_roi_level &lv = job.level[head.level];
-        if (head.valid) {
-            head.y = dp_roi_align_axis(row[2], row[4], lv.scale, job.aligned, ph, job.sampling_ratio, lv.h);
-            head.x = dp_roi_align_axis(row[1], row[3], lv.scale, job.aligned, pw, job.sampling_ratio, lv.w);
-        } else {
-            head.y = no_samples(lv.h);
-            head.x = no_samples(lv.w);
-        }
-        head.count = dp_roi_count(&head.y, &head.x);
-        head.image = head.valid ? (int64_t)row[0] : 0;
+    if (!dp_roi_row_valid(row, n)) return -1;
+    return num_levels > 1 ? dp_fpn_level(row + 1, canonical_scale, canonical_level, eps, k_min, num_levels) : 0;
+}
+
+ROI_NOINLINE __device__ void compute_axes(const float *row, float scale, int aligned, int ph, int pw,
+                                          int sampling_ratio, int64_t h, int64_t w, roi_head &head)
+{
+    head.y = dp_roi_align_axis(row[2], row[4], scale, aligned, ph, sampling_ratio, h);
+    head.x = dp_roi_align_axis(row[1], row[3], scale, aligned, pw, sampling_ratio, w);
+    head.count = dp_roi_count(&head.y, &head.x);
+    head.image = (int64_t)row[0];
+}
+
+__device__ __forceinline__ void compute_head(const dp_roi_job &job, int64_t r, roi_head &head)
+{
+    const float *row = job.rois + r * 5;
+    const int level = roi_level_of(row, job.n, job.num_levels, job.canonical_scale, job.canonical_level, job.eps,
+                                   job.k_min);
+    head.valid = level >= 0;
+    head.level = level >= 0 ? level : 0;
+    const dp_roi_level &lv = job.level[head.level];
+    if (head.valid) {
+        compute_axes(row, lv.scale, job.aligned, job.pooled_h, job.pooled_w, job.sampling_ratio, lv.h, lv.w, head);
+    } else {
+        head.y = no_samples(lv.h);
+        head.x = no_samples(lv.w);
+        head.count = 1.0f;
+        head.image = 0;
     }
-    __syncthreads();
+}
+
+/* Runs of on-map samples per bin row (k < ph) and column (the rest). */
+ROI_NOINLINE __device__ void compute_runs(int ph, int pw, const roi_head &head, roi_runs &runs)
+{
     for (int k = threadIdx.x; k < ph + pw; k += blockDim.x) {
         int64_t lo, hi;
         if (k < ph) {
@@ -140,41 +163,59 @@ __device__ void roi_setup(const dp_roi_job &job, int64_t r, roi_head &head, roi_
             runs.xlo[k - ph] = (int32_t)lo, runs.xhi[k - ph] = (int32_t)hi;
         }
     }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int64_t ny = 0, nx = 0;
-        for (int p = 0; p < ph; ++p) {
-            runs.yoff[p] = (int32_t)(ny < ROI_TABLE ? ny : ROI_TABLE);
-            ny += runs.yhi[p] - runs.ylo[p];
-        }
-        for (int q = 0; q < pw; ++q) {
-            runs.xoff[q] = (int32_t)(nx < ROI_TABLE ? nx : ROI_TABLE);
-            nx += runs.xhi[q] - runs.xlo[q];
-        }
-        head.use_table = ny <= ROI_TABLE && nx <= ROI_TABLE;
+}
+
+/* Table offsets of the runs, and whether they all fit the tables. */
+ROI_NOINLINE __device__ void plan_tables(int ph, int pw, roi_head &head, roi_runs &runs)
+{
+    int64_t ny = 0, nx = 0;
+    for (int p = 0; p < ph; ++p) {
+        runs.yoff[p] = (int32_t)(ny < ROI_TABLE ? ny : ROI_TABLE);
+        ny += runs.yhi[p] - runs.ylo[p];
     }
-    __syncthreads();
-    if (head.use_table) {
-        for (int k = threadIdx.x; k < ph + pw; k += blockDim.x) {
-            if (k < ph)
-                for (int i = runs.ylo[k]; i < runs.yhi[k]; ++i)
-                    runs.ytab[runs.yoff[k] + i - runs.ylo[k]] = dp_roi_sample_corner(&head.y, k, i);
-            else
-                for (int i = runs.xlo[k - ph]; i < runs.xhi[k - ph]; ++i)
-                    runs.xtab[runs.xoff[k - ph] + i - runs.xlo[k - ph]] = dp_roi_sample_corner(&head.x, k - ph, i);
-        }
+    for (int q = 0; q < pw; ++q) {
+        runs.xoff[q] = (int32_t)(nx < ROI_TABLE ? nx : ROI_TABLE);
+        nx += runs.xhi[q] - runs.xlo[q];
     }
+    head.use_table = ny <= ROI_TABLE && nx <= ROI_TABLE;
+}
+
+ROI_NOINLINE __device__ void fill_tables(int ph, int pw, const roi_head &head, roi_runs &runs)
+{
+    for (int k = threadIdx.x; k < ph + pw; k += blockDim.x) {
+        if (k < ph)
+            for (int i = runs.ylo[k]; i < runs.yhi[k]; ++i)
+                runs.ytab[runs.yoff[k] + i - runs.ylo[k]] = dp_roi_sample_corner(&head.y, k, i);
+        else
+            for (int i = runs.xlo[k - ph]; i < runs.xhi[k - ph]; ++i)
+                runs.xtab[runs.xoff[k - ph] + i - runs.xlo[k - ph]] = dp_roi_sample_corner(&head.x, k - ph, i);
+    }
+}
+
+__device__ __forceinline__ void roi_setup(const dp_roi_job &job, int64_t r, roi_head &head, roi_runs &runs)
+{
+    __syncthreads(); /* the previous RoI's head and tables are no longer read */
+    if (threadIdx.x == 0) compute_head(job, r, head);
+    __syncthreads();
+    compute_runs(job.pooled_h, job.pooled_w, head, runs);
+    __syncthreads();
+    if (threadIdx.x == 0) plan_tables(job.pooled_h, job.pooled_w, head, runs);
+    __syncthreads();
+    if (head.use_table) fill_tables(job.pooled_h, job.pooled_w, head, runs);
     __syncthreads();
 }
 
-__device__ __forceinline__ dp_roi_corner corner_y(const roi_head &h, const roi_runs &t, int p, int64_t i)
+/* Corner of sample i of bin row p (column q): from the table, or computed. */
+template <bool TABLE>
+__device__ __forceinline__ dp_roi_corner corner_y(const roi_head &h, const roi_runs &t, int p, int i)
 {
-    return h.use_table ? t.ytab[t.yoff[p] + (int)(i - t.ylo[p])] : dp_roi_sample_corner(&h.y, p, i);
+    return TABLE ? t.ytab[t.yoff[p] + i - t.ylo[p]] : dp_roi_sample_corner(&h.y, p, i);
 }
 
-__device__ __forceinline__ dp_roi_corner corner_x(const roi_head &h, const roi_runs &t, int q, int64_t i)
+template <bool TABLE>
+__device__ __forceinline__ dp_roi_corner corner_x(const roi_head &h, const roi_runs &t, int q, int i)
 {
-    return h.use_table ? t.xtab[t.xoff[q] + (int)(i - t.xlo[q])] : dp_roi_sample_corner(&h.x, q, i);
+    return TABLE ? t.xtab[t.xoff[q] + i - t.xlo[q]] : dp_roi_sample_corner(&h.x, q, i);
 }
 
 /* Whether bin (p, q) has samples off the map, which count as 0 in MAX mode. */
@@ -185,18 +226,18 @@ __device__ __forceinline__ int bin_has_outside(const roi_head &h, const roi_runs
 
 /* The pooled value of bin (p, q) for VEC consecutive channels starting at
  * `base` (the channel's element (0, 0)); rows are sy apart, columns sx. */
-template <typename T, int VEC, int MODE>
+template <typename T, int VEC, int MODE, bool TABLE>
 __device__ __forceinline__ void align_bin(const T *__restrict__ base, int64_t sy, int64_t sx, const roi_head &h,
                                           const roi_runs &t, int p, int q, float (&res)[VEC])
 {
     float acc[VEC];
     for (int l = 0; l < VEC; ++l) acc[l] = MODE == DETPOST_ROI_AVG ? 0.0f : -INFINITY;
-    const int64_t xlo = t.xlo[q], xhi = t.xhi[q];
-    for (int64_t iy = t.ylo[p]; iy < t.yhi[p]; ++iy) {
-        const dp_roi_corner cy = corner_y(h, t, p, iy);
+    const int ylo = t.ylo[p], yhi = t.yhi[p], xlo = t.xlo[q], xhi = t.xhi[q];
+    for (int iy = ylo; iy < yhi; ++iy) {
+        const dp_roi_corner cy = corner_y<TABLE>(h, t, p, iy);
         const T *row_lo = base + cy.lo * sy, *row_hi = base + cy.hi * sy;
-        for (int64_t ix = xlo; ix < xhi; ++ix) {
-            const dp_roi_corner cx = corner_x(h, t, q, ix);
+        for (int ix = xlo; ix < xhi; ++ix) {
+            const dp_roi_corner cx = corner_x<TABLE>(h, t, q, ix);
             float w[4], v1[VEC], v2[VEC], v3[VEC], v4[VEC];
             dp_roi_weights(&cy, &cx, w);
             load_vec<T, VEC>(row_lo + cx.lo * sx, v1);
@@ -246,9 +287,11 @@ __global__ void __launch_bounds__(ROI_THREADS)
             for (int64_t it = threadIdx.x; it < items; it += blockDim.x) {
                 const int64_t c = lo + it / bins;
                 const int bin = (int)(it % bins);
+                const T *plane = feat + (head.image * C + c) * H * W;
+                const int p = bin / job.pooled_w, q = bin % job.pooled_w;
                 float res[1];
-                align_bin<T, 1, MODE>(feat + (head.image * C + c) * H * W, W, 1, head, runs, bin / job.pooled_w,
-                                      bin % job.pooled_w, res);
+                if (head.use_table) align_bin<T, 1, MODE, true>(plane, W, 1, head, runs, p, q, res);
+                else align_bin<T, 1, MODE, false>(plane, W, 1, head, runs, p, q, res);
                 out[(r * C + c) * bins + bin] = from_float<T>(res[0]);
             }
         } else {
@@ -257,9 +300,11 @@ __global__ void __launch_bounds__(ROI_THREADS)
             for (int64_t it = threadIdx.x; it < items; it += blockDim.x) {
                 const int bin = (int)(it / groups);
                 const int64_t c = (lo + it % groups) * VEC;
+                const T *plane = feat + head.image * H * W * C + c;
+                const int p = bin / job.pooled_w, q = bin % job.pooled_w;
                 float res[VEC];
-                align_bin<T, VEC, MODE>(feat + head.image * H * W * C + c, W * C, C, head, runs, bin / job.pooled_w,
-                                        bin % job.pooled_w, res);
+                if (head.use_table) align_bin<T, VEC, MODE, true>(plane, W * C, C, head, runs, p, q, res);
+                else align_bin<T, VEC, MODE, false>(plane, W * C, C, head, runs, p, q, res);
                 store_vec<T, VEC>(out + (r * bins + bin) * C + c, res);
             }
         }
@@ -268,16 +313,16 @@ __global__ void __launch_bounds__(ROI_THREADS)
 
 /* Gradient of one bin of one channel: AVG spreads it over every sample's
  * corners; MAX finds the forward's winning sample again and gives it all. */
-template <typename T, int MODE, typename ACC>
+template <typename T, int MODE, bool TABLE, typename ACC>
 __device__ __forceinline__ void align_bin_backward(const T *__restrict__ base, int64_t plane, int64_t sy, int64_t sx,
                                                    float g, const roi_head &h, const roi_runs &t, int p, int q,
                                                    ACC *acc, int exponent)
 {
     if (MODE == DETPOST_ROI_AVG) {
-        for (int64_t iy = t.ylo[p]; iy < t.yhi[p]; ++iy) {
-            const dp_roi_corner cy = corner_y(h, t, p, iy);
-            for (int64_t ix = t.xlo[q]; ix < t.xhi[q]; ++ix) {
-                const dp_roi_corner cx = corner_x(h, t, q, ix);
+        for (int iy = t.ylo[p]; iy < t.yhi[p]; ++iy) {
+            const dp_roi_corner cy = corner_y<TABLE>(h, t, p, iy);
+            for (int ix = t.xlo[q]; ix < t.xhi[q]; ++ix) {
+                const dp_roi_corner cx = corner_x<TABLE>(h, t, q, ix);
                 float w[4];
                 dp_roi_weights(&cy, &cx, w);
                 scatter(acc, plane + cy.lo * sy + cx.lo * sx, DP_MUL(g, w[0]) / h.count, exponent);
@@ -290,10 +335,10 @@ __device__ __forceinline__ void align_bin_backward(const T *__restrict__ base, i
     }
     float best = -INFINITY;
     dp_roi_corner best_y = {0, 0, 0.0f, 0.0f}, best_x = best_y;
-    for (int64_t iy = t.ylo[p]; iy < t.yhi[p]; ++iy) {
-        const dp_roi_corner cy = corner_y(h, t, p, iy);
-        for (int64_t ix = t.xlo[q]; ix < t.xhi[q]; ++ix) {
-            const dp_roi_corner cx = corner_x(h, t, q, ix);
+    for (int iy = t.ylo[p]; iy < t.yhi[p]; ++iy) {
+        const dp_roi_corner cy = corner_y<TABLE>(h, t, p, iy);
+        for (int ix = t.xlo[q]; ix < t.xhi[q]; ++ix) {
+            const dp_roi_corner cx = corner_x<TABLE>(h, t, q, ix);
             float w[4];
             dp_roi_weights(&cy, &cx, w);
             const float v = dp_roi_mix(w, to_float(base[cy.lo * sy + cx.lo * sx]), to_float(base[cy.lo * sy + cx.hi * sx]),
@@ -355,9 +400,13 @@ __global__ void __launch_bounds__(ROI_THREADS)
                 o = (r * bins + bin) * C + c;
                 plane = head.image * H * W * C + c, sy = W * C, sx = C;
             }
-            align_bin_backward<T, MODE, ACC>(MODE == DETPOST_ROI_MAX ? feat + plane : nullptr, plane, sy, sx,
-                                             to_float(grad_out[o]), head, runs, (int)(bin / job.pooled_w),
-                                             (int)(bin % job.pooled_w), acc, exponent);
+            const T *base = MODE == DETPOST_ROI_MAX ? feat + plane : nullptr;
+            const float g = to_float(grad_out[o]);
+            const int p = (int)(bin / job.pooled_w), q = (int)(bin % job.pooled_w);
+            if (head.use_table)
+                align_bin_backward<T, MODE, true>(base, plane, sy, sx, g, head, runs, p, q, acc, exponent);
+            else
+                align_bin_backward<T, MODE, false>(base, plane, sy, sx, g, head, runs, p, q, acc, exponent);
         }
     }
 }

@@ -570,12 +570,13 @@ Test(roi, pool_gradient_matches_finite_differences)
 /* Deterministic mode is a function of the inputs alone: the same bits twice
  * and, since both backends sum the same fixed-point numbers, on both
  * backends; it agrees with the float-atomic mode to float accuracy. */
-static void check_backward_backends(grad_op op, detpost_roi_mode mode)
+static void check_backward_backends(grad_op op, detpost_roi_mode mode, int ph, int pw, int sampling_ratio,
+                                    int64_t num_rois)
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU);
     detpost_ctx *gpu = TEST_HAS_CUDA ? t_ctx(DETPOST_CUDA) : NULL;
-    t_rng rng = {400 + 10 * (uint64_t)op + (uint64_t)mode};
-    roi_input in = {NULL, 2, 6, 9, 11, NULL, 30};
+    t_rng rng = {400 + 10 * (uint64_t)op + (uint64_t)mode + (uint64_t)sampling_ratio};
+    roi_input in = {NULL, 2, 6, 9, 11, NULL, num_rois};
     const int64_t feat_n = in.n * in.c * in.h * in.w;
     float *features = random_features(&rng, feat_n);
     float *rois = random_rois(&rng, in.num_rois, in.n, 44, 36);
@@ -583,7 +584,7 @@ static void check_backward_backends(grad_op op, detpost_roi_mode mode)
     for (int layout = 0; layout < 2; ++layout)
         for (int dtype = 0; dtype < 2; ++dtype) {
             detpost_roi_params p = detpost_roi_params_default();
-            p.pooled_h = 3, p.pooled_w = 2, p.spatial_scale = 0.25f, p.mode = mode;
+            p.pooled_h = ph, p.pooled_w = pw, p.sampling_ratio = sampling_ratio, p.spatial_scale = 0.25f, p.mode = mode;
             p.layout = (detpost_layout)layout, p.dtype = (detpost_dtype)dtype;
             const int64_t out_n = in.num_rois * in.c * bins_of(&p);
             float *g = random_features(&rng, out_n);
@@ -616,9 +617,17 @@ static void check_backward_backends(grad_op op, detpost_roi_mode mode)
     detpost_destroy(gpu);
 }
 
-Test(roi, align_backward_backends_and_determinism) { check_backward_backends(GRAD_ALIGN, DETPOST_ROI_AVG); }
-Test(roi, align_max_backward_backends_and_determinism) { check_backward_backends(GRAD_ALIGN, DETPOST_ROI_MAX); }
-Test(roi, pool_backward_backends_and_determinism) { check_backward_backends(GRAD_POOL, DETPOST_ROI_AVG); }
+Test(roi, align_backward_backends_and_determinism) { check_backward_backends(GRAD_ALIGN, DETPOST_ROI_AVG, 3, 2, 0, 30); }
+Test(roi, align_max_backward_backends_and_determinism) { check_backward_backends(GRAD_ALIGN, DETPOST_ROI_MAX, 3, 2, 0, 30); }
+Test(roi, pool_backward_backends_and_determinism) { check_backward_backends(GRAD_POOL, DETPOST_ROI_AVG, 3, 2, 0, 30); }
+
+/* 4 bin rows of 33 samples each: more than the kernels' shared table holds,
+ * so they compute every corner as they go. */
+Test(roi, align_backward_long_sample_runs)
+{
+    check_backward_backends(GRAD_ALIGN, DETPOST_ROI_AVG, 4, 1, 33, 4);
+    check_backward_backends(GRAD_ALIGN, DETPOST_ROI_MAX, 4, 1, 33, 4);
+}
 
 /* A non-finite grad_out cannot be held in fixed point: deterministic mode
  * answers NaN everywhere, on both backends, rather than a wrong number. */
