@@ -341,8 +341,9 @@ __device__ __forceinline__ void align_bin_backward(const T *__restrict__ base, i
             const dp_roi_corner cx = corner_x<TABLE>(h, t, q, ix);
             float w[4];
             dp_roi_weights(&cy, &cx, w);
-            const float v = dp_roi_mix(w, to_float(base[cy.lo * sy + cx.lo * sx]), to_float(base[cy.lo * sy + cx.hi * sx]),
-                                       to_float(base[cy.hi * sy + cx.lo * sx]), to_float(base[cy.hi * sy + cx.hi * sx]));
+            const T *row_lo = base + cy.lo * sy, *row_hi = base + cy.hi * sy;
+            const float v = dp_roi_mix(w, to_float(row_lo[cx.lo * sx]), to_float(row_lo[cx.hi * sx]),
+                                       to_float(row_hi[cx.lo * sx]), to_float(row_hi[cx.hi * sx]));
             if (v > best) {
                 best = v;
                 best_y = cy;

@@ -21,7 +21,12 @@ if [ -n "$sim" ]; then
     cpu_out=$("$tool" roi-align "$map")
     gpu_out=$("$sim" roi-align "$map" --backend cuda --layout nhwc --dtype f16)
     echo "$gpu_out"
-    if [ "$cpu_out" = "$gpu_out" ]; then echo "   identical to the cpu result above"; else echo "   DIFFERS from the cpu result"; exit 1; fi
+    if [ "$cpu_out" = "$gpu_out" ]; then
+        echo "   identical to the cpu result above"
+    else
+        echo "   DIFFERS from the cpu result"
+        exit 1
+    fi
 fi
 echo "-- a RoI of image 3 in a batch of one is refused, naming the row:"
 bad="${TMPDIR:-/tmp}/detpost_roi_bad.json"

@@ -308,9 +308,10 @@ void cpu_roi_pool(const dp_roi_job *job, void *out, int32_t *argmax)
                 for (int64_t c = 0; c < job->c; ++c) {
                     float best = empty ? 0.0f : -DP_FLT_MAX;
                     int64_t where = -1;
+                    const int64_t plane = base + c * fs.channel;
                     for (int64_t y = ys; y < ye; ++y)
                         for (int64_t x = xs; x < xe; ++x) {
-                            const float v = load(lv->features, job->dtype, base + c * fs.channel + y * fs.row + x * fs.col);
+                            const float v = load(lv->features, job->dtype, plane + y * fs.row + x * fs.col);
                             if (v > best) {
                                 best = v;
                                 where = y * lv->w + x;

@@ -55,7 +55,8 @@ static detpost_status check_params(detpost_ctx *ctx, const detpost_roi_params *q
         return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT, "p->layout %d is not a detpost_layout", (int)q->layout);
     if ((int)q->dtype != DETPOST_F32 && (int)q->dtype != DETPOST_F16)
         return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT, "p->dtype %d is not a detpost_dtype", (int)q->dtype);
-    if ((st = check_flag(ctx, q->aligned, "p->aligned")) || (st = check_flag(ctx, q->deterministic, "p->deterministic")))
+    if ((st = check_flag(ctx, q->aligned, "p->aligned")) ||
+        (st = check_flag(ctx, q->deterministic, "p->deterministic")))
         return st;
     return DETPOST_OK;
 }

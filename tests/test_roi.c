@@ -83,8 +83,9 @@ static float *run_forward(detpost_ctx *ctx, const detpost_roi_params *p, const r
     float *dr = t_up(ctx, in->rois, (size_t)in->num_rois * 5 * sizeof(float));
     void *dout = t_alloc(ctx, (size_t)out_n * es);
     int32_t *darg = pool_argmax ? t_alloc(ctx, (size_t)out_n * sizeof(int32_t)) : NULL;
-    detpost_status st = pool_argmax ? detpost_roi_pool(ctx, p, df, in->n, in->c, in->h, in->w, dr, in->num_rois, dout, darg)
-                                    : detpost_roi_align(ctx, p, df, in->n, in->c, in->h, in->w, dr, in->num_rois, dout);
+    detpost_status st =
+        pool_argmax ? detpost_roi_pool(ctx, p, df, in->n, in->c, in->h, in->w, dr, in->num_rois, dout, darg)
+                    : detpost_roi_align(ctx, p, df, in->n, in->c, in->h, in->w, dr, in->num_rois, dout);
     cr_assert_eq(st, DETPOST_OK, "%s: %s", detpost_status_name(st), detpost_last_error(ctx));
     void *host = t_down(ctx, dout, (size_t)out_n * es);
     float *out = from_layout(host, in->num_rois, in->c, bins, p->layout, p->dtype);
@@ -529,8 +530,9 @@ static void check_gradient(const detpost_roi_params *p, grad_op op, uint64_t see
         const double span = (double)(keep + step) - (double)(keep - step);
         if (fabs(l[0] + l[1] - 2 * l0) > 1e-5) continue; /* a maximum moved within the step */
         const double fd = (l[0] - l[1]) / span;
-        cr_assert(fabs(fd - (double)grad[k]) <= 5e-4 + 1e-3 * fabs(fd), "mode %d op %d: d/dfeature[%lld] is %.7g, central difference %.7g",
-                  (int)p->mode, (int)op, (long long)k, (double)grad[k], fd);
+        cr_assert(fabs(fd - (double)grad[k]) <= 5e-4 + 1e-3 * fabs(fd),
+                  "mode %d op %d: d/dfeature[%lld] is %.7g, central difference %.7g", (int)p->mode, (int)op,
+                  (long long)k, (double)grad[k], fd);
         ++checked;
     }
     cr_assert_gt(checked, feat_n * 3 / 4, "only %d of %lld elements were checked", checked, (long long)feat_n);
@@ -617,8 +619,16 @@ static void check_backward_backends(grad_op op, detpost_roi_mode mode, int ph, i
     detpost_destroy(gpu);
 }
 
-Test(roi, align_backward_backends_and_determinism) { check_backward_backends(GRAD_ALIGN, DETPOST_ROI_AVG, 3, 2, 0, 30); }
-Test(roi, align_max_backward_backends_and_determinism) { check_backward_backends(GRAD_ALIGN, DETPOST_ROI_MAX, 3, 2, 0, 30); }
+Test(roi, align_backward_backends_and_determinism)
+{
+    check_backward_backends(GRAD_ALIGN, DETPOST_ROI_AVG, 3, 2, 0, 30);
+}
+
+Test(roi, align_max_backward_backends_and_determinism)
+{
+    check_backward_backends(GRAD_ALIGN, DETPOST_ROI_MAX, 3, 2, 0, 30);
+}
+
 Test(roi, pool_backward_backends_and_determinism) { check_backward_backends(GRAD_POOL, DETPOST_ROI_AVG, 3, 2, 0, 30); }
 
 /* 4 bin rows of 33 samples each: more than the kernels' shared table holds,
@@ -712,9 +722,11 @@ Test(roi, cuda_skips_invalid_rows)
     free(got), free(want);
     got = run_forward(gpu, &p, &in, &arg), want = run_forward(cpu, &p, &first_only, &want_arg);
     assert_same(got, want, per_roi, "the valid row (pool)");
-    for (int64_t i = per_roi; i < 4 * per_roi; ++i) cr_assert(got[i] == 0.0f && arg[i] == -1, "invalid rows give 0, -1");
+    for (int64_t i = per_roi; i < 4 * per_roi; ++i)
+        cr_assert(got[i] == 0.0f && arg[i] == -1, "invalid rows give 0, -1");
     float *g = random_features(&rng, 4 * per_roi);
-    float *grad = run_backward(gpu, &p, &in, g, GRAD_ALIGN, NULL), *want_grad = run_backward(cpu, &p, &first_only, g, GRAD_ALIGN, NULL);
+    float *grad = run_backward(gpu, &p, &in, g, GRAD_ALIGN, NULL);
+    float *want_grad = run_backward(cpu, &p, &first_only, g, GRAD_ALIGN, NULL);
     t_assert_close(grad, want_grad, 2 * 3 * 6 * 7, 1e-6f, 1e-5f, "only the valid row contributes");
     free(got), free(want), free(arg), free(want_arg), free(g), free(grad), free(want_grad);
 
@@ -831,6 +843,9 @@ Test(roi, bad_input_gets_status_and_message)
     p.pooled_h = p.pooled_w = 2;
     cr_assert_eq(detpost_roi_align(NULL, &p, features, 2, 1, 6, 7, rois, 2, out), DETPOST_ERR_INVALID_ARGUMENT);
 
+    const detpost_status INVALID = DETPOST_ERR_INVALID_ARGUMENT, UNSUPPORTED = DETPOST_ERR_UNSUPPORTED;
+    const float *feat = features, *r = rois;
+    const int64_t huge = (int64_t)1 << 32;
     struct {
         detpost_roi_params p;
         const void *features;
@@ -841,27 +856,27 @@ Test(roi, bad_input_gets_status_and_message)
         detpost_status status;
         const char *needle;
     } bad[] = {
-        {p, NULL, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "features is NULL"},
-        {p, features, 2, 1, 6, 7, NULL, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "rois is NULL"},
-        {p, features, 2, 1, 6, 7, rois, 2, NULL, DETPOST_ERR_INVALID_ARGUMENT, "out is NULL"},
-        {p, features, -2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "n is negative"},
-        {p, features, 2, -1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "c is negative"},
-        {p, features, 2, 1, -6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "h is negative"},
-        {p, features, 2, 1, 6, -7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "w is negative"},
-        {p, features, 2, 1, 6, 7, rois, -2, out, DETPOST_ERR_INVALID_ARGUMENT, "num_rois is negative"},
-        {p, features, 2, 1, (int64_t)1 << 32, 7, rois, 2, out, DETPOST_ERR_UNSUPPORTED, "below 2^31"},
-        {p, features, INT64_MAX / 4, 4, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "overflow"},
-        {{0, 2, 1, 0, 1, 0, 0, 0, 0}, features, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "pooled"},
-        {{2, 300, 1, 0, 1, 0, 0, 0, 0}, features, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_UNSUPPORTED, "pooled"},
-        {{2, 2, NAN, 0, 1, 0, 0, 0, 0}, features, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "spatial_scale"},
-        {{2, 2, 0, 0, 1, 0, 0, 0, 0}, features, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "spatial_scale"},
-        {{2, 2, INFINITY, 0, 1, 0, 0, 0, 0}, features, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "spatial_scale"},
-        {{2, 2, 1, 0, 2, 0, 0, 0, 0}, features, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "aligned"},
-        {{2, 2, 1, 0, 1, (detpost_roi_mode)5, 0, 0, 0}, features, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "mode"},
-        {{2, 2, 1, 0, 1, 0, (detpost_layout)2, 0, 0}, features, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "layout"},
-        {{2, 2, 1, 0, 1, 0, 0, (detpost_dtype)-1, 0}, features, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "dtype"},
-        {{2, 2, 1, 0, 1, 0, 0, 0, 3}, features, 2, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "deterministic"},
-        {p, features, 1, 1, 6, 7, rois, 2, out, DETPOST_ERR_INVALID_ARGUMENT, "rois[1] has batch index 1 outside [0, 1)"},
+        {p, NULL, 2, 1, 6, 7, r, 2, out, INVALID, "features is NULL"},
+        {p, feat, 2, 1, 6, 7, NULL, 2, out, INVALID, "rois is NULL"},
+        {p, feat, 2, 1, 6, 7, r, 2, NULL, INVALID, "out is NULL"},
+        {p, feat, -2, 1, 6, 7, r, 2, out, INVALID, "n is negative"},
+        {p, feat, 2, -1, 6, 7, r, 2, out, INVALID, "c is negative"},
+        {p, feat, 2, 1, -6, 7, r, 2, out, INVALID, "h is negative"},
+        {p, feat, 2, 1, 6, -7, r, 2, out, INVALID, "w is negative"},
+        {p, feat, 2, 1, 6, 7, r, -2, out, INVALID, "num_rois is negative"},
+        {p, feat, 2, 1, huge, 7, r, 2, out, UNSUPPORTED, "below 2^31"},
+        {p, feat, INT64_MAX / 4, 4, 6, 7, r, 2, out, INVALID, "overflow"},
+        {{0, 2, 1, 0, 1, 0, 0, 0, 0}, feat, 2, 1, 6, 7, r, 2, out, INVALID, "pooled"},
+        {{2, 300, 1, 0, 1, 0, 0, 0, 0}, feat, 2, 1, 6, 7, r, 2, out, UNSUPPORTED, "pooled"},
+        {{2, 2, NAN, 0, 1, 0, 0, 0, 0}, feat, 2, 1, 6, 7, r, 2, out, INVALID, "spatial_scale"},
+        {{2, 2, 0, 0, 1, 0, 0, 0, 0}, feat, 2, 1, 6, 7, r, 2, out, INVALID, "spatial_scale"},
+        {{2, 2, INFINITY, 0, 1, 0, 0, 0, 0}, feat, 2, 1, 6, 7, r, 2, out, INVALID, "spatial_scale"},
+        {{2, 2, 1, 0, 2, 0, 0, 0, 0}, feat, 2, 1, 6, 7, r, 2, out, INVALID, "aligned"},
+        {{2, 2, 1, 0, 1, (detpost_roi_mode)5, 0, 0, 0}, feat, 2, 1, 6, 7, r, 2, out, INVALID, "mode"},
+        {{2, 2, 1, 0, 1, 0, (detpost_layout)2, 0, 0}, feat, 2, 1, 6, 7, r, 2, out, INVALID, "layout"},
+        {{2, 2, 1, 0, 1, 0, 0, (detpost_dtype)-1, 0}, feat, 2, 1, 6, 7, r, 2, out, INVALID, "dtype"},
+        {{2, 2, 1, 0, 1, 0, 0, 0, 3}, feat, 2, 1, 6, 7, r, 2, out, INVALID, "deterministic"},
+        {p, feat, 1, 1, 6, 7, r, 2, out, INVALID, "rois[1] has batch index 1 outside [0, 1)"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         detpost_status st = detpost_roi_align(cpu, &bad[i].p, bad[i].features, bad[i].n, bad[i].c, bad[i].h, bad[i].w,
@@ -902,7 +917,8 @@ Test(roi, bad_input_gets_status_and_message)
     cr_assert_eq(detpost_roi_pool_backward(cpu, &p, out, bad_arg, rois, 2, 2, 1, 6, 7, grad),
                  DETPOST_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(detpost_last_error(cpu), "argmax[3] = 42") != NULL, "%s", detpost_last_error(cpu));
-    cr_assert_eq(detpost_roi_pool_backward(cpu, &p, out, NULL, rois, 2, 2, 1, 6, 7, grad), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(detpost_roi_pool_backward(cpu, &p, out, NULL, rois, 2, 2, 1, 6, 7, grad),
+                 DETPOST_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(detpost_last_error(cpu), "argmax is NULL") != NULL, "%s", detpost_last_error(cpu));
 
     /* pyramid */
@@ -969,7 +985,8 @@ static void check_empty(detpost_backend backend)
     float ones[12];
     for (int i = 0; i < 12; ++i) ones[i] = 1.0f;
     float *dgrad = t_up(ctx, ones, sizeof ones);
-    cr_assert_eq(detpost_roi_align(ctx, &p, NULL, 0, 3, 2, 2, NULL, 0, NULL), DETPOST_OK, "%s", detpost_last_error(ctx));
+    cr_assert_eq(detpost_roi_align(ctx, &p, NULL, 0, 3, 2, 2, NULL, 0, NULL), DETPOST_OK, "%s",
+                 detpost_last_error(ctx));
     cr_assert_eq(detpost_roi_pool(ctx, &p, dgrad, 1, 3, 2, 2, NULL, 0, NULL, NULL), DETPOST_OK);
     for (int det = 0; det < 2; ++det) {
         p.deterministic = det;
@@ -1024,7 +1041,8 @@ Test(roi, log2_is_accurate)
 {
     t_rng rng = {5};
     for (int i = 0; i < 100000; ++i) {
-        const double x = ldexp(1.0 + (double)(t_next(&rng) >> 11) / 9007199254740992.0, (int)(t_next(&rng) % 300) - 150);
+        const double mantissa = 1.0 + (double)(t_next(&rng) >> 11) / 9007199254740992.0;
+        const double x = ldexp(mantissa, (int)(t_next(&rng) % 300) - 150);
         cr_assert(fabs(dp_log2(x) - log2(x)) <= 2e-15 * fmax(1.0, fabs(log2(x))), "log2(%a)", x);
     }
     cr_assert_eq(dp_log2(1.0), 0.0);

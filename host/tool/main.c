@@ -19,7 +19,8 @@ static const struct command commands[] = {
     {"devices", cmd_devices, "devices [--count]             CUDA devices this build can use"},
     {"iou", cmd_iou, "iou A.json B.json [--mode iou|iof|giou|diou|ciou] [--aligned] [--offset 0|1]\n"
                      "        [--backend cpu|cuda]      overlap matrix of two box lists"},
-    {"roi-align", cmd_roi_align, "roi-align FILE.json [--op align|pool] [--mode avg|max] ... RoI Align / Pool of a map"},
+    {"roi-align", cmd_roi_align, "roi-align FILE.json [--op align|pool] [--mode avg|max] [...]\n"
+                                 "                                RoI Align / RoI Pool of a small feature map"},
 };
 
 static void usage(FILE *f)
