@@ -7,10 +7,11 @@
  * kernel with more than one level, so the whole pyramid is one launch),
  * sampling grid, and per bin row / column the run of samples that lie on the
  * map (binary search, so a huge RoI costs no more than the map it covers).
- * When the runs are short (the usual case: a few samples per bin) the
- * bilinear corners and weights of every sample go into shared memory, so each
- * output element pays only for its loads and multiply-adds; otherwise each
- * thread computes them as it goes. Threads then take output elements:
+ * The sampling grid is separable, so when the runs are short (the usual case:
+ * a few samples per bin) the bilinear corners and weights of every sample row
+ * and column go into shared memory, and each output element pays only for
+ * four weight products, its loads and multiply-adds; otherwise each thread
+ * computes them as it goes. Threads then take output elements:
  * NCHW in (channel, bin) order, so a warp writes a contiguous run and reads
  * nearby pixels of one plane; NHWC in (bin, channel group) order, so a warp
  * reads whole rows of channels at each corner (coalesced), with 8- or
@@ -37,7 +38,7 @@
 #include "../host/roi_math.h"
 
 #define ROI_THREADS 256
-#define ROI_TABLE 128          /* bilinear corners per axis cached in shared memory */
+#define ROI_TABLE 128            /* bilinear corners per axis cached in shared memory */
 #define ROI_ITEMS_PER_BLOCK 2048 /* output elements one block aims at */
 
 #ifdef DETPOST_SIM
@@ -45,6 +46,9 @@
 #else
 #define ROI_NOINLINE __noinline__
 #endif
+
+/* Everything up to the launchers is private to this file. */
+namespace {
 
 /* ---- element access ------------------------------------------------------ */
 
@@ -540,6 +544,14 @@ __global__ void roi_check_rows(const float *__restrict__ rois, int64_t num_rois,
     }
 }
 
+/* The accumulator of a backward pass as the kernels see it. */
+struct grad_target {
+    float *as_float;              /* float atomics (grad_features or acc_float) */
+    unsigned long long *as_fixed; /* fixed point */
+};
+
+} /* namespace */
+
 /* ---- launchers ------------------------------------------------------------------ */
 
 static unsigned grid_for_rois(int64_t num_rois) { return (unsigned)(num_rois < 2147483647 ? num_rois : 2147483647); }
@@ -613,12 +625,6 @@ detpost_status cuda_roi_align(detpost_ctx *ctx, const dp_roi_job *job, void *out
     DP_CUDA_TRY(ctx, err, "launching the RoI Align kernel");
     return DETPOST_OK;
 }
-
-/* The accumulator of a backward pass as the kernels see it. */
-struct grad_target {
-    float *as_float;                 /* float atomics (grad_features or acc_float) */
-    unsigned long long *as_fixed;    /* fixed point */
-};
 
 static grad_target target_of(const dp_roi_grad *g)
 {
