@@ -196,15 +196,18 @@ detpost_status detpost_mask_iou_workspace_size(detpost_ctx *ctx, int64_t na, int
  *   counts as 0; AVG divides the sum by max(grid_h * grid_w, 1). aligned
  *   shifts the RoI by -0.5 pixel and keeps its size as given; not aligned
  *   raises width and height to at least 1. MAX (mmcv) takes the largest
- *   bilinear sample instead, the first one in row-major sample order on ties;
- *   samples outside the map count as 0 there too, and a bin without a sample
- *   gives 0.
+ *   bilinear sample instead (its gradient goes to the first such sample in
+ *   row-major sample order); samples outside the map count as 0 there too and
+ *   take no gradient, and a bin without a sample gives 0.
  * - RoI Pool rounds the scaled corners, uses the legacy +1 size, and takes the
  *   maximum over the pixels of each bin; an empty bin gives 0 and argmax -1,
  *   otherwise argmax is y * w + x within the feature plane.
  * Feature maps hold at most 2^31 - 1 rows and columns (and, for RoI Pool,
- * at most 2^31 - 1 pixels per plane, the range of argmax). Coordinates beyond
- * +-2^40 pixels after scaling saturate there. */
+ * at most 2^31 - 1 pixels per plane, the range of argmax). So that no integer
+ * conversion can overflow, RoI Pool's rounded coordinates saturate at +-2^40
+ * pixels and RoI Align's adaptive grid at 2^31 - 1 samples per axis; only
+ * RoIs that large (where torchvision's own int conversions overflow) differ.
+ * Work per bin is bounded by the map, however large the RoI. */
 
 typedef enum detpost_layout {
     DETPOST_NCHW = 0, /* features [n, c, h, w]; RoI outputs [num_rois, c, pooled_h, pooled_w] */
@@ -249,7 +252,11 @@ detpost_status detpost_roi_align(detpost_ctx *ctx, const detpost_roi_params *p, 
  * needs the forward's input: use detpost_roi_align_max_backward.
  * Workspace (detpost_roi_workspace_size): none for float32 with atomics, one
  * float per feature element for float16 with atomics, 8 bytes per feature
- * element with p->deterministic. */
+ * element with p->deterministic (plus 12 bytes per channel on a CPU context).
+ * deterministic costs that workspace, a pass clearing it, a reduction of
+ * |grad_out| and a conversion pass; its result is the exact sum of the
+ * contributions, each rounded to 2^-e with e chosen so the largest possible
+ * sum stays below 2^61, then rounded once to the output type. */
 detpost_status detpost_roi_align_backward(detpost_ctx *ctx, const detpost_roi_params *p, const void *grad_out,
                                           const float *rois, int64_t num_rois, int64_t n, int64_t c, int64_t h,
                                           int64_t w, void *grad_features);

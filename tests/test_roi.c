@@ -320,8 +320,9 @@ static float *random_rois(t_rng *r, int64_t num_rois, int64_t n, float img_w, fl
 #if TEST_HAS_CUDA
 /* Shapes chosen to cross the kernels' boundaries: channel chunks (2048 / bins
  * channels in NCHW, 32 channel groups in NHWC), vector widths 1, 2, 4, 8
- * (C = 3, 6, 8, odd 45), more bins than threads (17 x 16), and runs of samples
- * longer than the shared table (4 x 4 bins with 40 samples each). */
+ * (C = 3, 6, 8, odd 45), more bins than threads (17 x 16), more bin rows and
+ * columns than threads (130 + 140), and runs of samples longer than the
+ * shared table (4 x 4 bins with 40 samples each). */
 static const struct align_config {
     int ph, pw, sampling_ratio, aligned;
     int64_t c;
@@ -330,6 +331,7 @@ static const struct align_config {
     {2, 3, 0, 1, 8},
     {4, 4, 40, 1, 6},
     {17, 16, 1, 1, 3},
+    {130, 140, 1, 0, 1},
 };
 
 Test(roi, align_cpu_vs_cuda)
