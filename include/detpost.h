@@ -275,6 +275,166 @@ detpost_status detpost_batched_nms_workspace_size(detpost_ctx *ctx, const detpos
 /* RoI Align and RoI Pool                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* Regions of interest are float32 rows (batch_index, x1, y1, x2, y2) in image
+ * coordinates; spatial_scale (1 / stride) maps them onto a feature map of n
+ * images. A row is valid when its batch index b satisfies 0 <= b < n (the
+ * image is b truncated to an integer) and its four coordinates are finite.
+ *
+ * Invalid rows never make an op read outside the feature map. A CPU context
+ * finds them before touching anything and answers
+ * DETPOST_ERR_INVALID_ARGUMENT naming the row. A CUDA context cannot look at
+ * device memory without waiting for the device, so its kernels check every
+ * row as they load it: an invalid row reads no features, its outputs are 0
+ * (argmax -1, level -1) and it contributes no gradient. detpost_roi_check
+ * finds invalid rows on either backend without waiting.
+ *
+ * Semantics are torchvision's (ops/roi_align, ops/roi_pool, poolers):
+ * - RoI Align samples each of the pooled_h x pooled_w bins on a grid of
+ *   sampling_ratio points per axis, or ceil(roi size / pooled size) points per
+ *   RoI and axis when sampling_ratio <= 0; a sample outside [-1, h] x [-1, w]
+ *   counts as 0; AVG divides the sum by max(grid_h * grid_w, 1). aligned
+ *   shifts the RoI by -0.5 pixel and keeps its size as given; not aligned
+ *   raises width and height to at least 1. MAX (mmcv) takes the largest
+ *   bilinear sample instead (its gradient goes to the first such sample in
+ *   row-major sample order); samples outside the map count as 0 there too and
+ *   take no gradient, and a bin without a sample gives 0.
+ * - RoI Pool rounds the scaled corners, uses the legacy +1 size, and takes the
+ *   maximum over the pixels of each bin; an empty bin gives 0 and argmax -1,
+ *   otherwise argmax is y * w + x within the feature plane.
+ * Feature maps hold at most 2^31 - 1 rows and columns (and, for RoI Pool,
+ * at most 2^31 - 1 pixels per plane, the range of argmax). So that no integer
+ * conversion can overflow, RoI Pool's rounded coordinates saturate at +-2^40
+ * pixels and RoI Align's adaptive grid at 2^31 - 1 samples per axis; only
+ * RoIs that large (where torchvision's own int conversions overflow) differ.
+ * Work per bin is bounded by the map, however large the RoI. */
+
+typedef enum detpost_layout {
+    DETPOST_NCHW = 0, /* features [n, c, h, w]; RoI outputs [num_rois, c, pooled_h, pooled_w] */
+    DETPOST_NHWC = 1  /* features [n, h, w, c]; RoI outputs [num_rois, pooled_h, pooled_w, c] */
+} detpost_layout;
+
+typedef enum detpost_dtype {
+    DETPOST_F32 = 0, /* float */
+    DETPOST_F16 = 1  /* IEEE binary16 bit patterns (uint16_t); arithmetic is float, results round to nearest even */
+} detpost_dtype;
+
+typedef enum detpost_roi_mode {
+    DETPOST_ROI_AVG = 0, /* mean of the bilinear samples of a bin (torchvision) */
+    DETPOST_ROI_MAX = 1  /* largest bilinear sample of a bin (mmcv) */
+} detpost_roi_mode;
+
+typedef struct detpost_roi_params {
+    int pooled_h, pooled_w; /* bins per RoI, 1 to 256 each */
+    float spatial_scale;    /* feature pixels per image pixel, finite and > 0 (the multi-level op ignores it) */
+    int sampling_ratio;     /* RoI Align samples per bin and axis; <= 0: adaptive */
+    int aligned;            /* RoI Align: 1 pixel-centre aligned (shift -0.5), 0 legacy */
+    detpost_roi_mode mode;  /* RoI Align only; RoI Pool always takes the maximum */
+    detpost_layout layout;  /* of features, outputs and their gradients */
+    detpost_dtype dtype;    /* of features, outputs and their gradients */
+    int deterministic;      /* backward: 0 float atomics (order varies in the last bits on a GPU),
+                               1 fixed-point accumulation, bit-identical run to run and across backends */
+} detpost_roi_params;
+
+/* pooled 7 x 7, spatial_scale 1, sampling_ratio 0 (adaptive), aligned 1,
+ * mode AVG, layout NCHW, dtype F32, deterministic 0 */
+detpost_roi_params detpost_roi_params_default(void);
+
+/* RoI Align forward. features [n, c, h, w] (or NHWC) of p->dtype, rois
+ * [num_rois, 5], out [num_rois, c, pooled_h, pooled_w] (or NHWC) of p->dtype,
+ * written entirely. p may be NULL for the defaults. */
+detpost_status detpost_roi_align(detpost_ctx *ctx, const detpost_roi_params *p, const void *features, int64_t n,
+                                 int64_t c, int64_t h, int64_t w, const float *rois, int64_t num_rois, void *out);
+
+/* Gradient of detpost_roi_align in AVG mode with respect to its features:
+ * grad_out has the shape of the forward's out, grad_features the shape of its
+ * features; grad_features is overwritten (not accumulated into). MAX mode
+ * needs the forward's input: use detpost_roi_align_max_backward.
+ * Workspace (detpost_roi_workspace_size): none for float32 with atomics, one
+ * float per feature element for float16 with atomics, 8 bytes per feature
+ * element with p->deterministic (plus 12 bytes per channel on a CPU context).
+ * deterministic costs that workspace, a pass clearing it, a reduction of
+ * |grad_out| and a conversion pass; its result is the exact sum of the
+ * contributions, each rounded to 2^-e with e chosen so the largest possible
+ * sum stays below 2^61, then rounded once to the output type. */
+detpost_status detpost_roi_align_backward(detpost_ctx *ctx, const detpost_roi_params *p, const void *grad_out,
+                                          const float *rois, int64_t num_rois, int64_t n, int64_t c, int64_t h,
+                                          int64_t w, void *grad_features);
+
+/* Gradient of detpost_roi_align in MAX mode (p->mode must be DETPOST_ROI_MAX):
+ * each bin's gradient flows to the four pixels around its largest sample,
+ * found again in `features` (the forward's input) with the forward's exact
+ * arithmetic. Otherwise as detpost_roi_align_backward. */
+detpost_status detpost_roi_align_max_backward(detpost_ctx *ctx, const detpost_roi_params *p, const void *features,
+                                              const void *grad_out, const float *rois, int64_t num_rois, int64_t n,
+                                              int64_t c, int64_t h, int64_t w, void *grad_features);
+
+/* RoI Pool forward (max over the pixels of each bin). out as for RoI Align;
+ * argmax (int32, same shape as out, may be NULL when no backward follows)
+ * receives y * w + x of each maximum, -1 for an empty bin. */
+detpost_status detpost_roi_pool(detpost_ctx *ctx, const detpost_roi_params *p, const void *features, int64_t n,
+                                int64_t c, int64_t h, int64_t w, const float *rois, int64_t num_rois, void *out,
+                                int32_t *argmax);
+
+/* Gradient of detpost_roi_pool: grad_features[image of the RoI, channel,
+ * argmax] receives each grad_out element (argmax -1 contributes nothing);
+ * grad_features is overwritten. rois gives each RoI's image. An argmax
+ * outside [-1, h * w) is an error on a CPU context and contributes nothing on
+ * a CUDA context. Workspace as for detpost_roi_align_backward. */
+detpost_status detpost_roi_pool_backward(detpost_ctx *ctx, const detpost_roi_params *p, const void *grad_out,
+                                         const int32_t *argmax, const float *rois, int64_t num_rois, int64_t n,
+                                         int64_t c, int64_t h, int64_t w, void *grad_features);
+
+#define DETPOST_MAX_PYRAMID_LEVELS 8
+
+typedef struct detpost_pyramid_level {
+    const void *features; /* [n, c, h, w] or [n, h, w, c] in context memory */
+    int64_t h, w;
+    float spatial_scale;  /* 1 / stride of this level, finite and > 0 */
+} detpost_pyramid_level;
+
+/* A feature pyramid for detpost_multilevel_roi_align. Level i is canonical
+ * level k_min + i, k_min = round(-log2(levels[0].spatial_scale)) (2 for
+ * stride 4), so levels run from the finest map to the coarsest. A RoI goes to
+ * k = floor(canonical_level + log2(sqrt(area) / canonical_scale) + eps),
+ * clamped to the pyramid, area = (x2 - x1) * (y2 - y1) in image pixels
+ * (torchvision's LevelMapper); a RoI whose area is not > 0 goes to the
+ * finest level. log2 is computed by detpost itself so that both backends
+ * take the same decision. */
+typedef struct detpost_feature_pyramid {
+    int num_levels;         /* 1 to DETPOST_MAX_PYRAMID_LEVELS */
+    int64_t n, c;           /* images and channels, shared by every level */
+    detpost_layout layout;  /* must equal the params' layout */
+    detpost_dtype dtype;    /* must equal the params' dtype */
+    detpost_pyramid_level levels[DETPOST_MAX_PYRAMID_LEVELS];
+    float canonical_scale;  /* 224 */
+    int canonical_level;    /* 4 */
+    float eps;              /* 1e-6 */
+} detpost_feature_pyramid;
+
+/* No levels; canonical_scale 224, canonical_level 4, eps 1e-6, layout NCHW, dtype F32. */
+detpost_feature_pyramid detpost_feature_pyramid_default(void);
+
+/* RoI Align over a feature pyramid (FPN): maps every RoI to its level and
+ * pools all of them in one pass (one kernel launch on CUDA). out is
+ * [num_rois, c, pooled_h, pooled_w] (or NHWC); levels (int32 [num_rois], may be
+ * NULL) receives each RoI's level index (0 = levels[0]), -1 for an invalid
+ * row on CUDA. p->spatial_scale is not used: each level has its own. */
+detpost_status detpost_multilevel_roi_align(detpost_ctx *ctx, const detpost_roi_params *p,
+                                            const detpost_feature_pyramid *pyramid, const float *rois,
+                                            int64_t num_rois, void *out, int32_t *levels);
+
+/* Writes to *first_invalid (context memory, one int64) the index of the first
+ * invalid row of rois (see above) for a batch of n images, or -1 when every
+ * row is valid. Asynchronous on CUDA like every op: read the answer with
+ * detpost_to_host. */
+detpost_status detpost_roi_check(detpost_ctx *ctx, const float *rois, int64_t num_rois, int64_t n,
+                                 int64_t *first_invalid);
+
+/* Workspace bytes that any RoI op with these params and features [n, c, h, w]
+ * needs on this context (the most of forward and backward). */
+detpost_status detpost_roi_workspace_size(detpost_ctx *ctx, const detpost_roi_params *p, int64_t n, int64_t c,
+                                          int64_t h, int64_t w, size_t *bytes);
+
 
 /* ------------------------------------------------------------------------ */
 /* Box coding and cascade resampling                                         */

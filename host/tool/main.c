@@ -22,6 +22,8 @@ static const struct command commands[] = {
     {"nms", cmd_nms, "nms IN.json [-o OUT.json] [--method hard|linear|gaussian|diou] [--iou T] [--score T]\n"
                      "        [--max-per-image K] [--class-agnostic] [--backend cpu|cuda] [--print]\n"
                      "                                  NMS of COCO-format detections per image and category"},
+    {"roi-align", cmd_roi_align, "roi-align FILE.json [--op align|pool] [--mode avg|max] [...]\n"
+                                 "                                RoI Align / RoI Pool of a small feature map"},
 };
 
 static void usage(FILE *f)

@@ -27,5 +27,6 @@ int cmd_version(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_iou(int argc, char **argv);
 int cmd_nms(int argc, char **argv);
+int cmd_roi_align(int argc, char **argv);
 
 #endif
