@@ -37,6 +37,22 @@ class BatchedNmsParams(ctypes.Structure):
                 ("box_coding", ctypes.c_int)]
 
 
+class RoiParams(ctypes.Structure):
+    _fields_ = [("pooled_h", ctypes.c_int), ("pooled_w", ctypes.c_int), ("spatial_scale", ctypes.c_float),
+                ("sampling_ratio", ctypes.c_int), ("aligned", ctypes.c_int), ("mode", ctypes.c_int),
+                ("layout", ctypes.c_int), ("dtype", ctypes.c_int), ("deterministic", ctypes.c_int)]
+
+
+class PyramidLevel(ctypes.Structure):
+    _fields_ = [("features", C_PTR), ("h", C_I64), ("w", C_I64), ("spatial_scale", ctypes.c_float)]
+
+
+class FeaturePyramid(ctypes.Structure):
+    _fields_ = [("num_levels", ctypes.c_int), ("n", C_I64), ("c", C_I64), ("layout", ctypes.c_int),
+                ("dtype", ctypes.c_int), ("levels", PyramidLevel * 8), ("canonical_scale", ctypes.c_float),
+                ("canonical_level", ctypes.c_int), ("eps", ctypes.c_float)]
+
+
 class Detpost:
     """The subset of the C API the comparisons call."""
 
@@ -56,6 +72,14 @@ class Detpost:
         lib.detpost_nms_params_default.restype = NmsParams
         lib.detpost_batched_nms_params_default.restype = BatchedNmsParams
         lib.detpost_nms.argtypes = [C_PTR, ctypes.POINTER(NmsParams), C_PTR, C_PTR, C_I64, C_PTR, C_PTR, C_PTR]
+        lib.detpost_roi_params_default.restype = RoiParams
+        lib.detpost_feature_pyramid_default.restype = FeaturePyramid
+        lib.detpost_roi_align.argtypes = [C_PTR, ctypes.POINTER(RoiParams), C_PTR, C_I64, C_I64, C_I64, C_I64, C_PTR,
+                                          C_I64, C_PTR]
+        lib.detpost_roi_pool.argtypes = [C_PTR, ctypes.POINTER(RoiParams), C_PTR, C_I64, C_I64, C_I64, C_I64, C_PTR,
+                                         C_I64, C_PTR, C_PTR]
+        lib.detpost_multilevel_roi_align.argtypes = [C_PTR, ctypes.POINTER(RoiParams), ctypes.POINTER(FeaturePyramid),
+                                                     C_PTR, C_I64, C_PTR, C_PTR]
         lib.detpost_batched_nms.argtypes = [C_PTR, ctypes.POINTER(BatchedNmsParams), C_PTR, C_PTR, C_I64, C_I64,
                                             C_I64, C_PTR, C_PTR, C_PTR, C_PTR, C_PTR]
         self.ctx = C_PTR()
@@ -268,6 +292,94 @@ def batched_nms(dp, reps):
         rows.append(row("batched_nms (YOLO head)", f"{B}x{N}x{C} score>{threshold}", dp_ms, tv_ms,
                         "same counts and scores" if agree else "DIFFERENT", 10))
     return rows
+
+
+def image_rois(num_per_image, images, h, w, seed):
+    """[R, 5] rois (batch index, x1, y1, x2, y2) in image pixels, detector-like, image by image."""
+    per = [detector_boxes(num_per_image, w, h, seed=seed + i) for i in range(images)]
+    idx = torch.arange(images, device="cuda").repeat_interleave(num_per_image).float()[:, None]
+    return torch.cat([idx, torch.cat(per)], dim=1).contiguous(), per
+
+
+@case
+def roi_align(dp, reps):
+    n, c, h, w = 2, 256, 200, 304
+    g = torch.Generator(device="cpu").manual_seed(50)
+    feats = torch.randn(n, c, h, w, generator=g).cuda()
+    rois, _ = image_rois(500, n, 800, 1216, seed=51)
+    r = rois.shape[0]
+    out = torch.empty(r, c, 7, 7, device="cuda")
+    p = dp.lib.detpost_roi_params_default()
+    p.spatial_scale, p.sampling_ratio, p.aligned = 0.25, 2, 0
+    run = lambda: dp.call("detpost_roi_align", ctypes.byref(p), ptr(feats), n, c, h, w, ptr(rois), r, ptr(out))
+    tv = lambda: torchvision.ops.roi_align(feats, rois, (7, 7), 0.25, 2, False)
+    dp_ms, tv_ms = gpu_median_ms(run, reps), gpu_median_ms(tv, reps)
+    run()
+    err = (out - tv()).abs().max().item()
+    rows = [row("roi_align NCHW f32", f"{n}x{c}x{h}x{w}, {r} rois, 7x7, sr 2", dp_ms, tv_ms,
+                f"max|diff| {err:.1e}", 1.5)]
+
+    # NHWC: the same data channels-last; torchvision still gets NCHW
+    feats_nhwc = feats.permute(0, 2, 3, 1).contiguous()
+    out_nhwc = torch.empty(r, 7, 7, c, device="cuda")
+    p.layout = 1
+    run = lambda: dp.call("detpost_roi_align", ctypes.byref(p), ptr(feats_nhwc), n, c, h, w, ptr(rois), r,
+                          ptr(out_nhwc))
+    dp_ms = gpu_median_ms(run, reps)
+    run()
+    err = (out_nhwc.permute(0, 3, 1, 2) - tv()).abs().max().item()
+    # gather reference: rows of c floats at random places, as many as the kernel reads (4 corners per sample)
+    reads = r * 49 * 4 * 4
+    table = feats_nhwc.view(-1, c)
+    picks = torch.randint(0, table.shape[0], (reads,), device="cuda")
+    gather_ms = gpu_median_ms(lambda: table.index_select(0, picks), reps)
+    gather_gbs = reads * c * 4 / (gather_ms * 1e-3) / 1e9
+    roi_gbs = reads * c * 4 / (dp_ms * 1e-3) / 1e9
+    rows.append(row("roi_align NHWC f32", f"{n}x{h}x{w}x{c}, {r} rois, 7x7, sr 2", dp_ms, tv_ms,
+                    f"max|diff| {err:.1e}",
+                    note=f"{roi_gbs:.0f} GB/s of corner reads = {roi_gbs / gather_gbs:.2f} of index_select's "
+                         f"{gather_gbs:.0f} GB/s gather (target >= 0.5)"))
+
+    pool_out = torch.empty(r, c, 7, 7, device="cuda")
+    argmax = torch.empty(r, c, 7, 7, dtype=torch.int32, device="cuda")
+    p.layout = 0
+    run = lambda: dp.call("detpost_roi_pool", ctypes.byref(p), ptr(feats), n, c, h, w, ptr(rois), r, ptr(pool_out),
+                          ptr(argmax))
+    tvp = lambda: torchvision.ops.roi_pool(feats, rois, (7, 7), 0.25)
+    dp_ms, tv_ms = gpu_median_ms(run, reps), gpu_median_ms(tvp, reps)
+    run()
+    err = (pool_out - tvp()).abs().max().item()
+    rows.append(row("roi_pool NCHW f32", f"{n}x{c}x{h}x{w}, {r} rois, 7x7", dp_ms, tv_ms, f"max|diff| {err:.1e}"))
+    return rows
+
+
+@case
+def multiscale_roi_align(dp, reps):
+    n, c, ih, iw = 2, 256, 800, 1216
+    g = torch.Generator(device="cpu").manual_seed(60)
+    names = ["p2", "p3", "p4", "p5"]
+    feats = {k: torch.randn(n, c, ih // s, iw // s, generator=g).cuda() for k, s in zip(names, (4, 8, 16, 32))}
+    rois, per_image = image_rois(1000, n, ih, iw, seed=61)
+    r = rois.shape[0]
+    pooler = torchvision.ops.MultiScaleRoIAlign(names, 7, 2)
+    shapes = [(ih, iw)] * n
+    tv = lambda: pooler(feats, per_image, shapes)
+    pyr = dp.lib.detpost_feature_pyramid_default()
+    pyr.num_levels, pyr.n, pyr.c = 4, n, c
+    for i, (k, s) in enumerate(zip(names, (4, 8, 16, 32))):
+        f = feats[k]
+        pyr.levels[i] = PyramidLevel(C_PTR(f.data_ptr()), f.shape[2], f.shape[3], 1.0 / s)
+    p = dp.lib.detpost_roi_params_default()
+    p.sampling_ratio, p.aligned = 2, 0
+    out = torch.empty(r, c, 7, 7, device="cuda")
+    levels = torch.empty(r, dtype=torch.int32, device="cuda")
+    run = lambda: dp.call("detpost_multilevel_roi_align", ctypes.byref(p), ctypes.byref(pyr), ptr(rois), r, ptr(out),
+                          ptr(levels))
+    dp_ms, tv_ms = gpu_median_ms(run, reps), gpu_median_ms(tv, reps)
+    run()
+    err = (out - tv()).abs().max().item()
+    return [row("MultiScaleRoIAlign (4 levels)", f"B={n}, {c} ch, {ih}x{iw}, {r} rois", dp_ms, tv_ms,
+                f"max|diff| {err:.1e}", 3)]
 
 
 def copy_bandwidth_gbs():

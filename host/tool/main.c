@@ -1,6 +1,6 @@
 /*
- * detpost: command-line front end of the library.
- *   detpost version | devices [--count] | iou A.json B.json [--mode M] [--backend B]
+ * detpost: command-line front end of the library; `detpost --help` lists the
+ * commands (version, devices, iou, nms, roi-align, cascade).
  */
 #include <stdio.h>
 #include <stdlib.h>
