@@ -48,8 +48,10 @@ void cpu_cascade_refine(const detpost_box_coder *coder, detpost_refine_policy po
 }
 
 /* Best IoU of a box with the first `num_gt` ground-truth boxes (ties: the
- * lower index); 0 and -1 without ground truth. */
-static float best_overlap(const float *box, const float *gt, int32_t num_gt, float offset, int32_t *best_gt)
+ * lower index); 0 and -1 without ground truth. gt_max, when given, keeps
+ * each ground truth's best IoU over the boxes seen. */
+static float best_overlap(const float *box, const float *gt, int32_t num_gt, float offset, int32_t *best_gt,
+                          float *gt_max)
 {
     float best = -1.0f;
     *best_gt = -1;
@@ -60,6 +62,7 @@ static float best_overlap(const float *box, const float *gt, int32_t num_gt, flo
             best = iou;
             *best_gt = g;
         }
+        if (gt_max && iou > gt_max[g]) gt_max[g] = iou;
     }
     return num_gt > 0 ? best : 0.0f;
 }
@@ -73,7 +76,7 @@ void cpu_iou_histogram(int64_t batch, const float *proposals, const int32_t *num
         for (int32_t i = 0; i < num_proposals[b]; ++i) {
             int32_t g;
             const float iou = best_overlap(proposals + (b * max_proposals + i) * 4, gt_boxes + b * max_gt * 4,
-                                           num_gt[b], 0.0f, &g);
+                                           num_gt[b], 0.0f, &g, NULL);
             const int32_t bin = (int32_t)DP_MUL(iou, (float)num_bins);
             counts[bin < num_bins ? bin : num_bins - 1]++;
         }
@@ -85,6 +88,7 @@ void cpu_iou_histogram(int64_t batch, const float *proposals, const int32_t *num
 typedef struct cpu_resample_ws {
     float *best_iou;          /* [P] */
     int32_t *best_gt;         /* [P] */
+    float *gt_max;            /* [G] each ground truth's best IoU */
     int32_t *cand_gt;         /* [G + P] matched ground truth of each candidate, -1 if none */
     uint8_t *cand_class;      /* [G + P] */
     uint8_t *chosen;          /* [G + P] */
@@ -96,6 +100,7 @@ static size_t cpu_resample_layout(dp_carver *c, int64_t max_proposals, int64_t m
     const size_t cand = (size_t)(max_proposals + max_gt);
     ws->best_iou = dp_carve(c, (size_t)max_proposals * sizeof(float));
     ws->best_gt = dp_carve(c, (size_t)max_proposals * sizeof(int32_t));
+    ws->gt_max = dp_carve(c, (size_t)max_gt * sizeof(float));
     ws->cand_gt = dp_carve(c, cand * sizeof(int32_t));
     ws->cand_class = dp_carve(c, cand);
     ws->chosen = dp_carve(c, cand);
@@ -174,8 +179,10 @@ static void resample_image(const detpost_stage_params *p, const dp_resample_args
     const float *gt = a->gt_boxes + b * a->max_gt * 4;
     const float *props = a->proposals + b * a->max_proposals * 4;
 
+    float *gt_max = p->match_low_quality ? ws->gt_max : NULL;
+    for (int32_t g = 0; g < ng && gt_max; ++g) gt_max[g] = 0.0f;
     for (int32_t i = 0; i < np; ++i)
-        ws->best_iou[i] = best_overlap(props + (int64_t)i * 4, gt, ng, offset, &ws->best_gt[i]);
+        ws->best_iou[i] = best_overlap(props + (int64_t)i * 4, gt, ng, offset, &ws->best_gt[i], gt_max);
 
     const int64_t gt_rows = p->add_gt_as_proposals ? ng : 0, candidates = gt_rows + np;
     for (int64_t c = 0; c < gt_rows; ++c) {
@@ -191,12 +198,7 @@ static void resample_image(const detpost_stage_params *p, const dp_resample_args
          * IoU, so a later one overrides an earlier one (mmdetection's loop). */
         for (int32_t g = 0; g < ng; ++g) {
             const float *t = gt + (int64_t)g * 4;
-            float m = 0.0f;
-            for (int32_t i = 0; i < np; ++i) {
-                const float *x = props + (int64_t)i * 4;
-                const float iou = dp_overlap(x[0], x[1], x[2], x[3], t[0], t[1], t[2], t[3], DP_MODE_IOU, offset);
-                if (iou > m) m = iou;
-            }
+            const float m = ws->gt_max[g];
             if (!(m >= p->min_pos_iou)) continue;
             for (int32_t i = 0; i < np; ++i) {
                 const float *x = props + (int64_t)i * 4;
