@@ -19,6 +19,7 @@ static const struct command commands[] = {
     {"devices", cmd_devices, "devices [--count]             CUDA devices this build can use"},
     {"iou", cmd_iou, "iou A.json B.json [--mode iou|iof|giou|diou|ciou] [--aligned] [--offset 0|1]\n"
                      "        [--backend cpu|cuda]      overlap matrix of two box lists"},
+    {"cascade", cmd_cascade, "cascade [--backend cpu|cuda] [--seed N] [...]  Cascade R-CNN stages, synthetic images"},
 };
 
 static void usage(FILE *f)

@@ -26,5 +26,6 @@ void *tool_upload(detpost_ctx *ctx, const void *host, size_t bytes);
 int cmd_version(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_iou(int argc, char **argv);
+int cmd_cascade(int argc, char **argv);
 
 #endif
