@@ -606,11 +606,11 @@ static void random_images(t_rng *r, images *im, int64_t batch, int64_t max_p, in
 #if TEST_HAS_CUDA
 static detpost_stage_params random_params(t_rng *r)
 {
-    static const int32_t sizes[] = {1, 64, 512, 600};
+    static const int32_t sizes[] = {1, 64, 512, 600, 0};
     static const float fractions[] = {0.25f, 0.5f, 1.0f, 0.0f};
     static const float ubs[] = {-1.0f, 0.0f, 2.5f};
     detpost_stage_params p = detpost_stage_params_default((int)(t_next(r) % 3));
-    p.num_samples = sizes[t_next(r) % 4];
+    p.num_samples = sizes[t_next(r) % 5];
     p.pos_fraction = fractions[t_next(r) % 4];
     p.neg_pos_ub = ubs[t_next(r) % 3];
     p.neg_iou_lo = t_next(r) % 2 ? 0.1f : 0.0f;
@@ -634,7 +634,7 @@ Test(resample, cpu_vs_cuda_random)
     for (int s = 0; s < t_schedule_count(); ++s) {
         t_set_schedule(t_schedule(s));
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; ++k)
-            for (int rep = 0; rep < 2; ++rep) {
+            for (int rep = 0; rep < 5; ++rep) {
                 images im;
                 random_images(&rng, &im, shapes[k][0], shapes[k][1], shapes[k][2], rep == 0);
                 const detpost_stage_params p = random_params(&rng);
