@@ -321,7 +321,7 @@ __device__ void select_threshold(const sample_image &s, int cls, int64_t take, i
     *quota = remaining;
 }
 
-__device__ void write_padding_row(const detpost_stage_params &p, const dp_resample_args &a, int64_t r)
+__device__ void write_padding_row(const dp_resample_args &a, int64_t r)
 {
     float *roi = a.rois + r * 5;
     roi[0] = -1.0f;
@@ -372,7 +372,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         const int32_t np = a.num_proposals[img], ng = a.num_gt[img];
         if (!counts_in_range(np, ng, a.max_proposals, a.max_gt)) {
             for (int64_t row = threadIdx.x; row < rows_per_image; row += blockDim.x)
-                write_padding_row(p, a, img * rows_per_image + row);
+                write_padding_row(a, img * rows_per_image + row);
             if (threadIdx.x == 0) a.num_samples[img] = a.num_pos[img] = -1;
             continue;
         }
@@ -428,7 +428,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
             for (int k = 0; k < 4; ++k) run[k] += packed_field(total, k);
         }
         for (int64_t row = take_pos + take_neg + threadIdx.x; row < rows_per_image; row += blockDim.x)
-            write_padding_row(p, a, img * rows_per_image + row);
+            write_padding_row(a, img * rows_per_image + row);
         if (threadIdx.x == 0) {
             a.num_samples[img] = (int32_t)(take_pos + take_neg);
             a.num_pos[img] = (int32_t)take_pos;
