@@ -440,6 +440,155 @@ detpost_status detpost_roi_workspace_size(detpost_ctx *ctx, const detpost_roi_pa
 /* Box coding and cascade resampling                                         */
 /* ------------------------------------------------------------------------ */
 
+/* Delta coding of a box g against a reference box p (R-CNN's
+ * parameterisation, mmdetection's DeltaXYWHBBoxCoder). With centres
+ * px = (x1 + x2) / 2 and sizes pw = x2 - x1 + offset (likewise y, h, and g):
+ *   dx = (gx - px) / pw   dy = (gy - py) / ph   dw = log(gw / pw)   dh = log(gh / ph)
+ * each stored normalised as (d - mean) / std. Decoding inverts this:
+ * gw = pw * exp(dw) with dw, dh first clamped to [-clamp, clamp], then
+ * x1 = gx - (gw - offset) / 2, x2 = gx + (gw - offset) / 2.
+ * exp and log are the library's own (not the math library's), so the CPU and
+ * CUDA backends produce bit-identical boxes and take identical decisions on
+ * them. */
+typedef struct detpost_box_coder {
+    float means[4]; /* dx, dy, dw, dh; finite */
+    float stds[4];  /* dx, dy, dw, dh; finite and > 0 */
+    float clamp;    /* largest |dw|, |dh| a decode applies; finite and >= 0 */
+    float offset;   /* 0 (continuous coordinates) or 1 (legacy pixel convention) */
+} detpost_box_coder;
+
+/* means 0, stds {0.1, 0.1, 0.2, 0.2}, clamp |log(16 / 1000)|, offset 0 */
+detpost_box_coder detpost_box_coder_default(void);
+
+/* deltas[i] = the coder's encoding of targets[i] against proposals[i]; all
+ * three are [n, 4]. A pair where either box is empty (width or height not
+ * > 0, NaN, infinite area) encodes as 0. coder NULL means the default. */
+detpost_status detpost_box_encode(detpost_ctx *ctx, const detpost_box_coder *coder, const float *proposals,
+                                  const float *targets, int64_t n, float *deltas);
+
+/* Applies deltas to RoIs: rois [n, 5] (batch_index, x1, y1, x2, y2) -> out
+ * [n, 5] (batch_index, decoded box). deltas is [n, 4] when num_classes == 1
+ * (class-agnostic; labels unused, may be NULL), else [n, num_classes, 4] and
+ * labels[n] picks each row's class. A row whose label is outside
+ * [0, num_classes), or whose RoI is empty, keeps its RoI unchanged (still
+ * clipped); NaN deltas count as 0.
+ * image_sizes [num_images, 2] holds (height, width) per image, or is NULL
+ * for no clipping (num_images is then ignored). With sizes, x is clipped to
+ * [0, width - offset] and y to [0, height - offset], and a row whose batch
+ * index is not an integer in [0, num_images) comes out as (-1, 0, 0, 0, 0).
+ * out may not overlap rois or deltas. */
+detpost_status detpost_box_decode(detpost_ctx *ctx, const detpost_box_coder *coder, const float *rois,
+                                  const float *deltas, int64_t n, int64_t num_classes, const int32_t *labels,
+                                  const float *image_sizes, int64_t num_images, float *out);
+
+/* One stage of Cascade R-CNN training: how proposals are matched to ground
+ * truth (mmdetection's MaxIoUAssigner), sampled (RandomSampler, with the
+ * library's counter-based randomness) and encoded (the stage's coder). */
+typedef struct detpost_stage_params {
+    detpost_box_coder coder; /* regression targets; its offset also sets the IoU convention */
+    float pos_iou;           /* positive when the best IoU >= pos_iou; in [0, 1] */
+    float neg_iou;           /* negative when the best IoU is in [neg_iou_lo, neg_iou); in [0, 1] */
+    float neg_iou_lo;        /* in [0, neg_iou] */
+    float min_pos_iou;       /* low-quality matching: a ground truth's best IoU must reach this; in [0, 1] */
+    float pos_fraction;      /* at most floor(num_samples * pos_fraction) positives; in [0, 1] */
+    float neg_pos_ub;        /* >= 0: at most floor(neg_pos_ub * max(1, positives)) negatives; < 0: no cap */
+    int32_t num_samples;     /* S, rows per image in the outputs; >= 0 */
+    int32_t add_gt_as_proposals; /* 0 or 1: ground-truth boxes join the candidates, ahead of the proposals */
+    int32_t match_low_quality;   /* 0 or 1: each ground truth also takes the proposals at its own best IoU */
+    int32_t background_label;    /* label written for negatives */
+    int32_t stage;               /* >= 0; with seed, image and candidate index, drives the sampling hash */
+    uint64_t seed;
+} detpost_stage_params;
+
+/* The defaults of Cascade R-CNN stage 0, 1 or 2: pos_iou = neg_iou =
+ * min_pos_iou 0.5 / 0.6 / 0.7; coder stds {0.1, 0.1, 0.2, 0.2},
+ * {0.05, 0.05, 0.1, 0.1}, {0.033, 0.033, 0.067, 0.067} (means 0, default
+ * clamp and offset 0); num_samples 512, pos_fraction 0.25, neg_pos_ub -1,
+ * add_gt_as_proposals 1, match_low_quality 0, neg_iou_lo 0,
+ * background_label -1, seed 0. A stage beyond 2 takes stage 2's values
+ * (a deeper cascade repeats its last stage), a negative one stage 0's; the
+ * `stage` field keeps the number given. */
+detpost_stage_params detpost_stage_params_default(int stage);
+
+/* Resamples the proposals of `batch` images for one cascade stage.
+ * Inputs: proposals [batch, max_proposals, 4] of which image b uses the
+ * first num_proposals[b]; gt_boxes [batch, max_gt, 4] and gt_labels
+ * [batch, max_gt] of which image b uses the first num_gt[b].
+ * Assignment, per image: each proposal's best IoU over the ground truth
+ * (ties: the lower ground-truth index) makes it positive (>= pos_iou, that
+ * ground truth), negative ([neg_iou_lo, neg_iou)) or ignored; with
+ * match_low_quality, every ground truth whose best IoU is >= min_pos_iou
+ * also takes each proposal at exactly that IoU (when several do, the highest
+ * ground-truth index wins, as mmdetection's loop leaves it). No ground truth:
+ * every proposal is negative. With add_gt_as_proposals the image's ground
+ * truth is prepended to the candidates, each positive for itself.
+ * Sampling: every candidate c (ground truth first, then proposals, counted
+ * from 0 per image) gets key hash(seed, image, stage, c); the positives with
+ * the smallest keys, at most floor(num_samples * pos_fraction), then the
+ * negatives with the smallest keys, at most num_samples minus the positives
+ * taken (and the neg_pos_ub cap). The same inputs and seed choose the same
+ * subset on both backends.
+ * Outputs, S = p->num_samples rows per image, positives first then
+ * negatives, each in ascending candidate order; rows past num_samples[b] are
+ * padding:
+ *   rois [batch, S, 5]     (b, x1, y1, x2, y2); padding (-1, 0, 0, 0, 0)
+ *   labels [batch, S]      gt_labels of the matched ground truth for positives,
+ *                          background_label for negatives; padding -1
+ *   targets [batch, S, 4]  the stage coder's encoding of the matched ground
+ *                          truth against the row's box; 0 for negatives, padding
+ *   max_iou [batch, S]     the candidate's best IoU with the image's ground truth
+ *                          (1 for ground-truth rows, 0 without ground truth); padding 0
+ *   is_gt [batch, S]       1 for rows that are ground-truth boxes; padding 0
+ *   num_samples [batch], num_pos [batch]  rows written, of which positives.
+ * Counts above their maxima (or negative) are an error on a CPU context. On
+ * a CUDA context the counts stay in device memory, unread by the host: such
+ * an image gets num_samples[b] = num_pos[b] = -1 and padding rows only.
+ * p NULL means detpost_stage_params_default(0). */
+detpost_status detpost_cascade_resample(detpost_ctx *ctx, const detpost_stage_params *p, int64_t batch,
+                                        const float *proposals, const int32_t *num_proposals, int64_t max_proposals,
+                                        const float *gt_boxes, const int32_t *gt_labels, const int32_t *num_gt,
+                                        int64_t max_gt, float *rois, int32_t *labels, float *targets, float *max_iou,
+                                        uint8_t *is_gt, int32_t *num_samples, int32_t *num_pos);
+/* Workspace bytes detpost_cascade_resample needs for these sizes and params
+ * on this context. */
+detpost_status detpost_cascade_resample_workspace_size(detpost_ctx *ctx, const detpost_stage_params *p, int64_t batch,
+                                                       int64_t max_proposals, int64_t max_gt, size_t *bytes);
+
+/* Which of a stage's regressed boxes go on as the next stage's proposals. */
+typedef enum detpost_refine_policy {
+    DETPOST_REFINE_MMDET = 0,      /* keep every row except ground-truth rows (is_gt) */
+    DETPOST_REFINE_DETECTRON2 = 1, /* keep every row whose decoded (clipped) box is not empty */
+    DETPOST_REFINE_CAFFE = 2       /* drop rows whose gt_iou is >= 0.95 (the original Cascade R-CNN code) */
+} detpost_refine_policy;
+
+/* Decodes a stage's regression output as detpost_box_decode does (rois
+ * [num_rois, 5], deltas, num_classes, labels, image_sizes, num_images alike)
+ * and keeps the rows the policy keeps, in their order, in next_rois
+ * [num_rois, 5]; rows past the kept ones become (-1, 0, 0, 0, 0).
+ * *num_next (context memory) receives the number kept. Rows whose decoded
+ * batch index is negative (resample's padding, or a batch index outside
+ * [0, num_images) when sizes are given) are dropped under every policy.
+ * is_gt [num_rois] is needed by DETPOST_REFINE_MMDET and gt_iou [num_rois]
+ * (resample's max_iou) by DETPOST_REFINE_CAFFE; otherwise they may be NULL.
+ * next_rois may not overlap the inputs. */
+detpost_status detpost_cascade_refine(detpost_ctx *ctx, const detpost_box_coder *coder, detpost_refine_policy policy,
+                                      const float *rois, const float *deltas, int64_t num_rois, int64_t num_classes,
+                                      const int32_t *labels, const uint8_t *is_gt, const float *gt_iou,
+                                      const float *image_sizes, int64_t num_images, float *next_rois,
+                                      int64_t *num_next);
+/* Workspace bytes detpost_cascade_refine needs for num_rois on this context. */
+detpost_status detpost_cascade_refine_workspace_size(detpost_ctx *ctx, int64_t num_rois, size_t *bytes);
+
+/* Histogram over [0, 1] of each proposal's best IoU (offset 0) with the
+ * ground truth of its image, summed over the batch: counts[num_bins] (int64,
+ * context memory) gets, in bin k, the proposals with floor(iou * num_bins)
+ * == k (IoU 1 in the last bin; no ground truth counts as IoU 0). Layout and
+ * counts as in detpost_cascade_resample; num_bins in [1, 4096]. Counts above
+ * their maxima are an error on a CPU context; on a CUDA context such an image
+ * is left out of the histogram. */
+detpost_status detpost_iou_histogram(detpost_ctx *ctx, int64_t batch, const float *proposals,
+                                     const int32_t *num_proposals, int64_t max_proposals, const float *gt_boxes,
+                                     const int32_t *num_gt, int64_t max_gt, int32_t num_bins, int64_t *counts);
 
 #ifdef __cplusplus
 }

@@ -24,6 +24,7 @@ static const struct command commands[] = {
                      "                                  NMS of COCO-format detections per image and category"},
     {"roi-align", cmd_roi_align, "roi-align FILE.json [--op align|pool] [--mode avg|max] [...]\n"
                                  "                                RoI Align / RoI Pool of a small feature map"},
+    {"cascade", cmd_cascade, "cascade [--backend cpu|cuda] [--seed N] [...]  Cascade R-CNN stages, synthetic images"},
 };
 
 static void usage(FILE *f)

@@ -28,5 +28,6 @@ int cmd_devices(int argc, char **argv);
 int cmd_iou(int argc, char **argv);
 int cmd_nms(int argc, char **argv);
 int cmd_roi_align(int argc, char **argv);
+int cmd_cascade(int argc, char **argv);
 
 #endif

@@ -1,0 +1,213 @@
+/*
+ * Box coding shared by the CPU reference (C) and the kernels (CUDA C++, or
+ * g++ in the sim flavor): exp and log, encode, decode and clipping.
+ *
+ * Decoded boxes feed decisions (the empty-box test of a refine policy, and
+ * the IoU of the next cascade stage), so they must be bit-identical on both
+ * backends. The device's expf/logf and glibc's differ by an ulp here and
+ * there, so exp and log are written here from + - * / and exact operations
+ * (floorf, bit moves) only; every product goes through DP_MUL (no FMA on the
+ * device, -ffp-contract=off on the host). Both are accurate to about 2 ulp.
+ */
+#ifndef DETPOST_BOX_CODER_H
+#define DETPOST_BOX_CODER_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "../include/detpost.h"
+#include "box_math.h"
+
+DP_HD uint32_t dp_float_bits(float x)
+{
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(x);
+#else
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+#endif
+}
+
+DP_HD float dp_bits_float(uint32_t u)
+{
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(u);
+#else
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+#endif
+}
+
+#define DP_LN2_HI 0.693145751953125f       /* ln 2 with 12 trailing zero bits: n * DP_LN2_HI is exact */
+#define DP_LN2_LO 1.42860682030941723212e-6f /* ln 2 - DP_LN2_HI */
+#define DP_LOG2E 1.44269504088896340736f
+#define DP_SQRT2 1.41421356237309504880f
+#define DP_EXP_MAX 88.7228390f  /* beyond: exp overflows */
+#define DP_EXP_MIN -103.972084f /* below: exp underflows to 0 */
+
+/* x * 2^n for n in [-152, 129], in steps that keep each factor a normal float. */
+DP_HD float dp_scale_pow2(float x, int n)
+{
+    if (n > 127) {
+        x = DP_MUL(x, dp_bits_float(254u << 23));
+        n -= 127;
+    } else if (n < -126) {
+        x = DP_MUL(x, dp_bits_float(1u << 23));
+        n += 126;
+    }
+    return DP_MUL(x, dp_bits_float((uint32_t)(n + 127) << 23));
+}
+
+/* e^x: x = n ln 2 + r with |r| <= ln 2 / 2 (Cody and Waite), e^r from its
+ * Taylor series to r^7 (truncation below 2^-27 there), scaled by 2^n. */
+DP_HD float dp_exp(float x)
+{
+    if (!(x == x)) return x;
+    if (x > DP_EXP_MAX) return INFINITY;
+    if (x < DP_EXP_MIN) return 0.0f;
+    const float n = floorf(DP_MUL(x, DP_LOG2E) + 0.5f);
+    const float r = (x - DP_MUL(n, DP_LN2_HI)) - DP_MUL(n, DP_LN2_LO);
+    float p = 1.0f / 5040.0f;
+    p = DP_MUL(p, r) + 1.0f / 720.0f;
+    p = DP_MUL(p, r) + 1.0f / 120.0f;
+    p = DP_MUL(p, r) + 1.0f / 24.0f;
+    p = DP_MUL(p, r) + 1.0f / 6.0f;
+    p = DP_MUL(p, r) + 0.5f;
+    p = DP_MUL(p, r) + 1.0f;
+    p = DP_MUL(p, r) + 1.0f;
+    return dp_scale_pow2(p, (int)n);
+}
+
+/* ln x for x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)), and
+ * ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, from its series to
+ * s^9 (truncation below 2^-28). 0 gives -inf, +inf gives +inf, anything
+ * else (negative, NaN) NaN. */
+DP_HD float dp_log(float x)
+{
+    if (!(x > 0.0f)) return x == 0.0f ? -INFINITY : NAN;
+    if (x > DP_FLT_MAX) return x;
+    int e = 0;
+    if (x < 1.17549435e-38f) { /* subnormal: make it normal first (exact) */
+        x = DP_MUL(x, 33554432.0f);
+        e = -25;
+    }
+    const uint32_t bits = dp_float_bits(x);
+    e += (int)(bits >> 23) - 127;
+    float m = dp_bits_float((bits & 0x007fffffu) | 0x3f800000u);
+    if (m > DP_SQRT2) {
+        m = DP_MUL(m, 0.5f);
+        e += 1;
+    }
+    const float f = m - 1.0f;
+    const float s = f / (2.0f + f);
+    const float s2 = DP_MUL(s, s);
+    float p = 2.0f / 9.0f;
+    p = DP_MUL(p, s2) + 2.0f / 7.0f;
+    p = DP_MUL(p, s2) + 2.0f / 5.0f;
+    p = DP_MUL(p, s2) + 2.0f / 3.0f;
+    p = DP_MUL(p, s2) + 2.0f;
+    const float fe = (float)e;
+    return DP_MUL(fe, DP_LN2_HI) + (DP_MUL(fe, DP_LN2_LO) + DP_MUL(s, p));
+}
+
+/* Centre and size of a box; returns 0 when the box is empty (the same test
+ * as the overlaps: width and height > 0, finite area). */
+DP_HD int dp_box_geometry(const float *b, float offset, float *cx, float *cy, float *w, float *h)
+{
+    *w = dp_extent(b[0], b[2], offset);
+    *h = dp_extent(b[1], b[3], offset);
+    *cx = DP_MUL(b[0] + b[2], 0.5f);
+    *cy = DP_MUL(b[1] + b[3], 0.5f);
+    return dp_box_nonempty(*w, *h, DP_MUL(*w, *h));
+}
+
+/* ln(num / den) for positive finite num and den, without overflow of the
+ * quotient: the direct form when the quotient is a normal float, the
+ * difference of logarithms otherwise. */
+DP_HD float dp_log_ratio(float num, float den)
+{
+    const float q = num / den;
+    if (q >= 1.17549435e-38f && q <= DP_FLT_MAX) return dp_log(q);
+    return dp_log(num) - dp_log(den);
+}
+
+/* deltas (normalised) of box g against reference p; 0 when either is empty. */
+DP_HD void dp_box_encode(const detpost_box_coder *c, const float *p, const float *g, float *deltas)
+{
+    float px, py, pw, ph, gx, gy, gw, gh;
+    const int ok_p = dp_box_geometry(p, c->offset, &px, &py, &pw, &ph);
+    const int ok_g = dp_box_geometry(g, c->offset, &gx, &gy, &gw, &gh);
+    if (!ok_p || !ok_g) {
+        deltas[0] = deltas[1] = deltas[2] = deltas[3] = 0.0f;
+        return;
+    }
+    const float d[4] = {(gx - px) / pw, (gy - py) / ph, dp_log_ratio(gw, pw), dp_log_ratio(gh, ph)};
+    for (int k = 0; k < 4; ++k) deltas[k] = (d[k] - c->means[k]) / c->stds[k];
+}
+
+/* The box the normalised deltas make of RoI p (x1, y1, x2, y2), unclipped.
+ * An empty p comes back unchanged; NaN deltas count as 0. */
+DP_HD void dp_box_decode(const detpost_box_coder *c, const float *p, const float *deltas, float *out)
+{
+    float px, py, pw, ph;
+    if (!dp_box_geometry(p, c->offset, &px, &py, &pw, &ph)) {
+        out[0] = p[0], out[1] = p[1], out[2] = p[2], out[3] = p[3];
+        return;
+    }
+    float d[4];
+    for (int k = 0; k < 4; ++k) {
+        const float v = DP_MUL(deltas[k], c->stds[k]) + c->means[k];
+        d[k] = v == v ? v : 0.0f;
+    }
+    const float dw = fminf(fmaxf(d[2], -c->clamp), c->clamp);
+    const float dh = fminf(fmaxf(d[3], -c->clamp), c->clamp);
+    const float gw = DP_MUL(pw, dp_exp(dw)), gh = DP_MUL(ph, dp_exp(dh));
+    const float gx = px + DP_MUL(pw, d[0]), gy = py + DP_MUL(ph, d[1]);
+    const float half_w = DP_MUL(gw - c->offset, 0.5f), half_h = DP_MUL(gh - c->offset, 0.5f);
+    out[0] = gx - half_w;
+    out[1] = gy - half_h;
+    out[2] = gx + half_w;
+    out[3] = gy + half_h;
+}
+
+/* The deltas row i of a decode uses: [n, 4] class-agnostic, else the class
+ * labels[i] of [n, num_classes, 4]; NULL when the label names no class. */
+DP_HD const float *dp_row_deltas(const float *deltas, const int32_t *labels, int64_t num_classes, int64_t i)
+{
+    if (num_classes == 1) return deltas + i * 4;
+    const int32_t label = labels[i];
+    if (label < 0 || label >= num_classes) return 0;
+    return deltas + (i * num_classes + label) * 4;
+}
+
+/* One row of detpost_box_decode: roi and out are (batch_index, x1, y1, x2, y2);
+ * deltas NULL keeps the RoI (a label outside the classes); sizes NULL: no
+ * clipping. */
+DP_HD void dp_decode_row(const detpost_box_coder *c, const float *roi, const float *deltas, const float *sizes,
+                         int64_t num_images, float *out)
+{
+    float box[4];
+    if (deltas) dp_box_decode(c, roi + 1, deltas, box);
+    else box[0] = roi[1], box[1] = roi[2], box[2] = roi[3], box[3] = roi[4];
+    float batch_index = roi[0];
+    if (sizes) {
+        const float bi = roi[0];
+        if (!(bi >= 0.0f && bi < (float)num_images && bi == floorf(bi))) {
+            out[0] = -1.0f;
+            out[1] = out[2] = out[3] = out[4] = 0.0f;
+            return;
+        }
+        const float *hw = sizes + (int64_t)bi * 2;
+        const float xmax = hw[1] - c->offset, ymax = hw[0] - c->offset;
+        box[0] = fminf(fmaxf(box[0], 0.0f), xmax);
+        box[1] = fminf(fmaxf(box[1], 0.0f), ymax);
+        box[2] = fminf(fmaxf(box[2], 0.0f), xmax);
+        box[3] = fminf(fmaxf(box[3], 0.0f), ymax);
+    }
+    out[0] = batch_index;
+    out[1] = box[0], out[2] = box[1], out[3] = box[2], out[4] = box[3];
+}
+
+#endif
