@@ -361,7 +361,7 @@ __device__ int64_t packed_field(uint64_t v, int k) { return (int64_t)((v >> (16 
 
 __global__ void __launch_bounds__(SAMPLE_THREADS)
     cascade_sample(detpost_stage_params p, dp_resample_args a, int64_t positive_quota, const float *best_iou,
-                   const int32_t *best_gt, const int32_t *low_quality_gt)
+                   const int32_t *best_gt, const int32_t *low_quality_gt, unsigned long long *fault)
 {
     DP_SHARED(unsigned, hist, [256]);
     DP_SHARED(int64_t, state, [2]);
@@ -373,7 +373,10 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
         if (!counts_in_range(np, ng, a.max_proposals, a.max_gt)) {
             for (int64_t row = threadIdx.x; row < rows_per_image; row += blockDim.x)
                 write_padding_row(a, img * rows_per_image + row);
-            if (threadIdx.x == 0) a.num_samples[img] = a.num_pos[img] = -1;
+            if (threadIdx.x == 0) {
+                a.num_samples[img] = a.num_pos[img] = -1;
+                dp_record_fault(fault, img, DP_FAULT_COUNT);
+            }
             continue;
         }
         sample_image s;
@@ -509,7 +512,7 @@ detpost_status cuda_cascade_resample(detpost_ctx *ctx, const detpost_stage_param
     cfg.out(a->targets, rows * 4 * sizeof(float)).out(a->max_iou, rows * sizeof(float)).out(a->is_gt, rows);
     cfg.out(a->num_samples, (size_t)a->batch * sizeof(int32_t)).out(a->num_pos, (size_t)a->batch * sizeof(int32_t));
     DP_CUDA_TRY(ctx, DP_LAUNCH(cascade_sample, cfg, *p, *a, (int64_t)dp_positive_quota(p), ws.best_iou, ws.best_gt,
-                               ws.low_quality_gt),
+                               ws.low_quality_gt, dp_fault_word(ctx)),
                 "launching the sampling kernel");
     return DETPOST_OK;
 }
@@ -638,7 +641,8 @@ detpost_status cuda_cascade_refine(detpost_ctx *ctx, const detpost_box_coder *co
 
 /* ---- IoU histogram ------------------------------------------------------- */
 
-__global__ void iou_histogram_kernel(dp_resample_args a, int32_t num_bins, unsigned long long *__restrict__ counts)
+__global__ void iou_histogram_kernel(dp_resample_args a, int32_t num_bins, unsigned long long *__restrict__ counts,
+                                     unsigned long long *fault)
 {
     DP_SHARED(float, tile, [GT_TILE][4]);
     DP_SHARED_DYNAMIC(unsigned, hist);
@@ -646,7 +650,9 @@ __global__ void iou_histogram_kernel(dp_resample_args a, int32_t num_bins, unsig
     for (int64_t img = blockIdx.y; img < a.batch; img += gridDim.y) {
         const int32_t np = a.num_proposals[img], ng = a.num_gt[img];
         const int64_t first = (int64_t)blockIdx.x * blockDim.x;
-        if (!counts_in_range(np, ng, a.max_proposals, a.max_gt) || first >= np) continue;
+        const bool counts_ok = counts_in_range(np, ng, a.max_proposals, a.max_gt);
+        if (!counts_ok && blockIdx.x == 0 && threadIdx.x == 0) dp_record_fault(fault, img, DP_FAULT_COUNT);
+        if (!counts_ok || first >= np) continue;
         const int64_t i = first + threadIdx.x;
         const bool active = i < np;
         float box[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -684,7 +690,7 @@ detpost_status cuda_iou_histogram(detpost_ctx *ctx, int64_t batch, const float *
     a.num_gt = num_gt;
     const dim3 grid(dp_blocks_for(max_proposals, ASSIGN_THREADS), (unsigned)(batch < MAX_GRID_Y ? batch : MAX_GRID_Y));
     dp_launch_cfg cfg(grid, dim3(ASSIGN_THREADS), (size_t)num_bins * sizeof(unsigned), s);
-    DP_CUDA_TRY(ctx, DP_LAUNCH(iou_histogram_kernel, cfg, a, num_bins, (unsigned long long *)counts),
+    DP_CUDA_TRY(ctx, DP_LAUNCH(iou_histogram_kernel, cfg, a, num_bins, (unsigned long long *)counts, dp_fault_word(ctx)),
                 "launching the IoU histogram kernel");
     return DETPOST_OK;
 }

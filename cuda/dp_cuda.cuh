@@ -80,6 +80,17 @@ detpost_status dp_cuda_status(detpost_ctx *ctx, cudaError_t err, const char *wha
         if (dp_err_ != cudaSuccess) return dp_cuda_status(ctx, dp_err_, what); \
     } while (0)
 
+/* Records a fault in the context's fault word (see dp_fault_kind): the
+ * smallest row wins, whatever the order in which threads find them. */
+__device__ __forceinline__ void dp_record_fault(unsigned long long *fault, int64_t row, int kind)
+{
+    atomicMin(fault, (unsigned long long)row * DP_FAULT_KINDS + (unsigned long long)kind);
+}
+static inline unsigned long long *dp_fault_word(const detpost_ctx *ctx)
+{
+    return static_cast<unsigned long long *>(ctx->fault);
+}
+
 /* Blocks of `threads` covering n items, capped so grid.x stays legal;
  * kernels loop with a grid stride over what the cap leaves. */
 static inline unsigned dp_blocks_for(int64_t n, unsigned threads)

@@ -55,6 +55,8 @@ detpost_status dp_cuda_init(detpost_ctx *ctx)
 {
     DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
     ctx->stream = NULL;
+    DP_CUDA_TRY(ctx, cudaMalloc(&ctx->fault, sizeof(unsigned long long)), "allocating the fault word");
+    DP_CUDA_TRY(ctx, cudaMemset(ctx->fault, 0xff, sizeof(unsigned long long)), "clearing the fault word");
     return dp_gemm_create(ctx);
 }
 
@@ -62,7 +64,22 @@ void dp_cuda_release(detpost_ctx *ctx)
 {
     if (cudaSetDevice(ctx->device) == cudaSuccess) (void)cudaStreamSynchronize(dp_stream(ctx));
     dp_gemm_destroy(ctx);
+    if (ctx->fault) (void)cudaFree(ctx->fault);
+    ctx->fault = NULL;
     (void)cudaGetLastError();
+}
+
+/* Waits for the stream, reading the fault word on the way: answers and
+ * clears a recorded fault. */
+static detpost_status wait_and_take_fault(detpost_ctx *ctx, const char *what)
+{
+    unsigned long long word = DP_FAULT_NONE;
+    DP_CUDA_TRY(ctx, cudaMemcpyAsync(&word, ctx->fault, sizeof word, cudaMemcpyDeviceToHost, dp_stream(ctx)),
+                "reading the fault word");
+    DP_CUDA_TRY(ctx, cudaStreamSynchronize(dp_stream(ctx)), what);
+    if (word == DP_FAULT_NONE) return DETPOST_OK;
+    DP_CUDA_TRY(ctx, cudaMemsetAsync(ctx->fault, 0xff, sizeof word, dp_stream(ctx)), "clearing the fault word");
+    return dp_fault_status(ctx, word);
 }
 
 detpost_status dp_cuda_set_stream(detpost_ctx *ctx, void *stream)
@@ -80,8 +97,7 @@ detpost_status dp_cuda_set_stream(detpost_ctx *ctx, void *stream)
 detpost_status dp_cuda_synchronize(detpost_ctx *ctx)
 {
     DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
-    DP_CUDA_TRY(ctx, cudaStreamSynchronize(dp_stream(ctx)), "waiting for the context's stream");
-    return DETPOST_OK;
+    return wait_and_take_fault(ctx, "waiting for the context's stream");
 }
 
 detpost_status dp_cuda_alloc(detpost_ctx *ctx, void **ptr, size_t bytes, int stream_ordered)
@@ -121,8 +137,7 @@ detpost_status dp_cuda_to_host(detpost_ctx *ctx, void *dst, const void *src, siz
     DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
     DP_CUDA_TRY(ctx, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, dp_stream(ctx)),
                 "copying device memory to the host");
-    DP_CUDA_TRY(ctx, cudaStreamSynchronize(dp_stream(ctx)), "waiting for a copy to the host");
-    return DETPOST_OK;
+    return wait_and_take_fault(ctx, "waiting for a copy to the host");
 }
 
 int dp_cuda_is_device_ptr(detpost_ctx *ctx, const void *ptr)

@@ -45,6 +45,25 @@ detpost_status dp_fail(detpost_ctx *ctx, detpost_status status, const char *fmt,
     return status;
 }
 
+detpost_status dp_fault_status(detpost_ctx *ctx, unsigned long long word)
+{
+    if (word == DP_FAULT_NONE) return DETPOST_OK;
+    const long long row = (long long)(word / DP_FAULT_KINDS);
+    switch ((dp_fault_kind)(word % DP_FAULT_KINDS)) {
+    case DP_FAULT_ROI_ROW:
+        return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT,
+                       "an earlier RoI operation on this context met rois[%lld] with a batch index outside [0, n) or "
+                       "a non-finite coordinate; that RoI's outputs were written as zeros and it took no gradient",
+                       row);
+    case DP_FAULT_COUNT:
+        return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT,
+                       "an earlier cascade operation on this context met image %lld with num_proposals or num_gt "
+                       "outside [0, max_proposals] / [0, max_gt]; that image was skipped (counts -1)",
+                       row);
+    }
+    return dp_fail(ctx, DETPOST_ERR_INTERNAL, "unknown device fault word %llu", word);
+}
+
 detpost_status dp_no_cuda(detpost_ctx *ctx)
 {
     return dp_fail(ctx, DETPOST_ERR_NO_DEVICE, "this build of detpost has no CUDA backend");

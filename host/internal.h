@@ -27,6 +27,7 @@ struct detpost_ctx {
     detpost_status init_status; /* not OK: creation failed, the context only reports why */
     void *stream;               /* cudaStream_t */
     void *cuda;                 /* backend state owned by cuda/runtime.cu */
+    void *fault;                /* CUDA: the device fault word, see dp_fault_kind */
     struct {
         void *ptr;
         size_t bytes;
@@ -76,6 +77,24 @@ detpost_status dp_workspace(detpost_ctx *ctx, size_t bytes, void **ptr);
  * stream (the workspace arena), so that neither waits for the device. */
 detpost_status dp_mem_alloc(detpost_ctx *ctx, void **ptr, size_t bytes, int stream_ordered);
 void dp_mem_free(detpost_ctx *ctx, void *ptr, int stream_ordered);
+
+/* ---- faults found on the device ------------------------------------------ */
+/* Bad values inside tensors (a RoI row with a batch index out of range, a
+ * count above its maximum) are answered on a CPU context with a status before
+ * anything is written. A CUDA operation cannot read its inputs without
+ * waiting, so its kernels handle such a row safely (they read nothing out of
+ * bounds) and record the first one in the context's fault word; the next call
+ * that waits for the stream (detpost_synchronize, detpost_to_host) answers it
+ * as DETPOST_ERR_INVALID_ARGUMENT, names the row, and clears it. The word
+ * holds min(row * DP_FAULT_KINDS + kind), all ones when clear. */
+typedef enum dp_fault_kind {
+    DP_FAULT_ROI_ROW = 1, /* rois[row]: batch index outside [0, n) or a non-finite coordinate */
+    DP_FAULT_COUNT = 2    /* image row: num_proposals or num_gt outside [0, its maximum] */
+} dp_fault_kind;
+#define DP_FAULT_KINDS 16
+#define DP_FAULT_NONE 0xffffffffffffffffull
+/* The sentence for a fault word read back from the device. */
+detpost_status dp_fault_status(detpost_ctx *ctx, unsigned long long word);
 
 /* ---- CPU reference operations (host/cpu_*.c) ---------------------------- */
 void cpu_box_overlaps(const detpost_overlap_params *p, const float *a, int64_t na, const float *b, int64_t nb,

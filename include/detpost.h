@@ -90,7 +90,12 @@ detpost_backend detpost_get_backend(const detpost_ctx *ctx);
 detpost_status detpost_set_stream(detpost_ctx *ctx, void *stream);
 void *detpost_get_stream(const detpost_ctx *ctx);
 
-/* Waits until all work enqueued on the context's stream has finished. */
+/* Waits until all work enqueued on the context's stream has finished.
+ * Bad values that CUDA kernels found inside tensors since the last wait (a
+ * RoI row out of range, a count above its maximum: the ops' comments say
+ * which) are answered here as DETPOST_ERR_INVALID_ARGUMENT naming the first
+ * one, once; detpost_to_host, which also waits, answers them the same way
+ * after making its copy. */
 detpost_status detpost_synchronize(detpost_ctx *ctx);
 
 /* Number of usable CUDA devices: 0 when the build has no CUDA backend or
@@ -285,8 +290,11 @@ detpost_status detpost_batched_nms_workspace_size(detpost_ctx *ctx, const detpos
  * DETPOST_ERR_INVALID_ARGUMENT naming the row. A CUDA context cannot look at
  * device memory without waiting for the device, so its kernels check every
  * row as they load it: an invalid row reads no features, its outputs are 0
- * (argmax -1, level -1) and it contributes no gradient. detpost_roi_check
- * finds invalid rows on either backend without waiting.
+ * (argmax -1, level -1) and it contributes no gradient; the first such row
+ * is recorded and the next call that waits (detpost_synchronize,
+ * detpost_to_host) answers DETPOST_ERR_INVALID_ARGUMENT naming it, the way
+ * CUDA reports an asynchronous error. detpost_roi_check finds invalid rows on
+ * either backend without waiting.
  *
  * Semantics are torchvision's (ops/roi_align, ops/roi_pool, poolers):
  * - RoI Align samples each of the pooled_h x pooled_w bins on a grid of
@@ -542,7 +550,9 @@ detpost_stage_params detpost_stage_params_default(int stage);
  *   num_samples [batch], num_pos [batch]  rows written, of which positives.
  * Counts above their maxima (or negative) are an error on a CPU context. On
  * a CUDA context the counts stay in device memory, unread by the host: such
- * an image gets num_samples[b] = num_pos[b] = -1 and padding rows only.
+ * an image gets num_samples[b] = num_pos[b] = -1 and padding rows only, and
+ * the next call that waits (detpost_synchronize, detpost_to_host) answers
+ * DETPOST_ERR_INVALID_ARGUMENT naming the first such image.
  * p NULL means detpost_stage_params_default(0). */
 detpost_status detpost_cascade_resample(detpost_ctx *ctx, const detpost_stage_params *p, int64_t batch,
                                         const float *proposals, const int32_t *num_proposals, int64_t max_proposals,
@@ -585,7 +595,7 @@ detpost_status detpost_cascade_refine_workspace_size(detpost_ctx *ctx, int64_t n
  * == k (IoU 1 in the last bin; no ground truth counts as IoU 0). Layout and
  * counts as in detpost_cascade_resample; num_bins in [1, 4096]. Counts above
  * their maxima are an error on a CPU context; on a CUDA context such an image
- * is left out of the histogram. */
+ * is left out of the histogram and reported at the next wait, as above. */
 detpost_status detpost_iou_histogram(detpost_ctx *ctx, int64_t batch, const float *proposals,
                                      const int32_t *num_proposals, int64_t max_proposals, const float *gt_boxes,
                                      const int32_t *num_gt, int64_t max_gt, int32_t num_bins, int64_t *counts);

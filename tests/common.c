@@ -42,6 +42,14 @@ void *t_down(detpost_ctx *ctx, const void *dev, size_t bytes)
     return host;
 }
 
+void t_expect_fault(detpost_ctx *ctx, const char *needle)
+{
+    detpost_status st = detpost_synchronize(ctx);
+    cr_assert_eq(st, DETPOST_ERR_INVALID_ARGUMENT, "the recorded fault was not answered: %s", detpost_status_name(st));
+    cr_assert(strstr(detpost_last_error(ctx), needle) != NULL, "'%s' lacks '%s'", detpost_last_error(ctx), needle);
+    cr_assert_eq(detpost_synchronize(ctx), DETPOST_OK, "a fault is answered once: %s", detpost_last_error(ctx));
+}
+
 #if defined(DETPOST_SIM)
 static const char *const schedules[] = {"forward", "reverse", "random:20261128"};
 #else

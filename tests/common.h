@@ -36,6 +36,10 @@ void *t_down(detpost_ctx *ctx, const void *dev, size_t bytes);
 void *t_alloc(detpost_ctx *ctx, size_t bytes);
 void t_free(detpost_ctx *ctx, void *dev);
 
+/* The next wait of a CUDA context answers the fault its kernels recorded
+ * (INVALID_ARGUMENT, message containing `needle`), and only once. */
+void t_expect_fault(detpost_ctx *ctx, const char *needle);
+
 /* Schedules for CUDA-backend runs: forward, reverse and random:SEED under
  * the emulator, the hardware's own order (one NULL entry) on a GPU. */
 int t_schedule_count(void);

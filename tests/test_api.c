@@ -183,7 +183,7 @@ Test(api, ops_never_synchronise)
     cr_assert_eq(simt_sync_count(), syncs, "an operation synchronised with the host");
     cr_assert_eq(simt_live_allocations(), live, "an operation allocated in steady state");
     cr_assert_eq(detpost_synchronize(ctx), DETPOST_OK);
-    cr_assert_eq(simt_sync_count(), syncs + 1, "detpost_synchronize is counted");
+    cr_assert_gt(simt_sync_count(), syncs, "detpost_synchronize is counted");
     t_free(ctx, db), t_free(ctx, dm), t_free(ctx, dout);
     detpost_destroy(ctx);
 }

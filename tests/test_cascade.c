@@ -337,6 +337,9 @@ static void samples_free(samples *o)
 
 /* Runs resample on the context with the images uploaded there, and brings
  * the outputs back to the host. */
+/* When set, a CUDA run must answer this recorded fault at its next wait. */
+static const char *expected_fault;
+
 static detpost_status run_resample(detpost_ctx *ctx, const detpost_stage_params *p, const images *im, samples *o)
 {
     const int64_t b = im->batch, s = p->num_samples, rows = b * s;
@@ -352,6 +355,8 @@ static detpost_status run_resample(detpost_ctx *ctx, const detpost_stage_params 
     const detpost_status st = detpost_cascade_resample(ctx, p, b, dp, dnp, im->max_p, dg, dgl, dng, im->max_g, rois,
                                                        labels, targets, max_iou, is_gt, ns, npos);
     snprintf(resample_message, sizeof resample_message, "%s", detpost_last_error(ctx));
+    if (st == DETPOST_OK && expected_fault != NULL && detpost_get_backend(ctx) == DETPOST_CUDA)
+        t_expect_fault(ctx, expected_fault);
     o->batch = b, o->s = s;
     if (st == DETPOST_OK) {
         o->rois = t_down(ctx, rois, (size_t)rows * 20);
@@ -877,6 +882,7 @@ Test(resample, cuda_marks_images_with_bad_counts)
     check_status(cpu, run_resample(cpu, &p, &im, &want), "cpu");
     im.num_p[1] = 51;
     im.num_g[2] = -2;
+    expected_fault = "image 1 with num_proposals or num_gt outside";
     check_status(gpu, run_resample(gpu, &p, &im, &got), "cuda with bad counts");
     cr_assert(got.num_samples[0] == want.num_samples[0] && got.num_pos[0] == want.num_pos[0]);
     cr_assert_eq(memcmp(got.rois, want.rois, 32 * 20), 0, "image 0 is unaffected");

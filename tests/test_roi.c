@@ -74,6 +74,9 @@ static int64_t bins_of(const detpost_roi_params *p) { return (int64_t)p->pooled_
 
 /* Runs RoI Align (pool_argmax NULL) or RoI Pool on ctx; returns the output
  * in NCHW float, and the argmax in NCHW order for RoI Pool. */
+/* When set, a CUDA run must answer this recorded fault at its next wait. */
+static const char *expected_fault;
+
 static float *run_forward(detpost_ctx *ctx, const detpost_roi_params *p, const roi_input *in, int32_t **pool_argmax)
 {
     const int64_t bins = bins_of(p), out_n = in->num_rois * in->c * bins;
@@ -87,6 +90,7 @@ static float *run_forward(detpost_ctx *ctx, const detpost_roi_params *p, const r
         pool_argmax ? detpost_roi_pool(ctx, p, df, in->n, in->c, in->h, in->w, dr, in->num_rois, dout, darg)
                     : detpost_roi_align(ctx, p, df, in->n, in->c, in->h, in->w, dr, in->num_rois, dout);
     cr_assert_eq(st, DETPOST_OK, "%s: %s", detpost_status_name(st), detpost_last_error(ctx));
+    if (expected_fault != NULL && detpost_get_backend(ctx) == DETPOST_CUDA) t_expect_fault(ctx, expected_fault);
     void *host = t_down(ctx, dout, (size_t)out_n * es);
     float *out = from_layout(host, in->num_rois, in->c, bins, p->layout, p->dtype);
     if (pool_argmax) {
@@ -132,6 +136,7 @@ static float *run_backward(detpost_ctx *ctx, const detpost_roi_params *p, const 
         st = detpost_roi_align_backward(ctx, p, dg, dr, in->num_rois, in->n, in->c, in->h, in->w, dgrad);
     }
     cr_assert_eq(st, DETPOST_OK, "%s: %s", detpost_status_name(st), detpost_last_error(ctx));
+    if (expected_fault != NULL && detpost_get_backend(ctx) == DETPOST_CUDA) t_expect_fault(ctx, expected_fault);
     void *host = t_down(ctx, dgrad, (size_t)feat_n * es);
     float *grad = from_layout(host, in->n, in->c, in->h * in->w, p->layout, p->dtype);
     free(raw_g), free(raw_f), free(raw_a), free(host);
@@ -703,11 +708,12 @@ Test(roi, cpu_refuses_invalid_rows_before_writing)
 
 #if TEST_HAS_CUDA
 /* A CUDA context cannot refuse rows it has not seen: kernels skip them
- * (zeros, argmax -1, level -1, no gradient), and detpost_roi_check names the
- * first one. */
+ * (zeros, argmax -1, level -1, no gradient), the next wait answers the first
+ * one as INVALID_ARGUMENT, and detpost_roi_check names it on request. */
 Test(roi, cuda_skips_invalid_rows)
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    expected_fault = "rois[1] with a batch index outside";
     t_rng rng = {12};
     roi_input in = {NULL, 2, 3, 6, 7, bad_rois, 4};
     float *features = random_features(&rng, 2 * 3 * 6 * 7);
@@ -752,8 +758,15 @@ Test(roi, cuda_skips_invalid_rows)
     int32_t *dl = t_alloc(gpu, 4 * sizeof(int32_t)), levels[4];
     float *dout = t_alloc(gpu, 4 * per_roi * sizeof(float));
     cr_assert_eq(detpost_multilevel_roi_align(gpu, &p, &f, dr, 4, dout, dl), DETPOST_OK, "%s", detpost_last_error(gpu));
+    t_expect_fault(gpu, expected_fault);
     cr_assert_eq(detpost_to_host(gpu, levels, dl, sizeof levels), DETPOST_OK);
     cr_assert(levels[0] == 0 && levels[1] == -1 && levels[2] == -1 && levels[3] == -1);
+    /* detpost_to_host waits too: it copies, then answers the fault */
+    cr_assert_eq(detpost_multilevel_roi_align(gpu, &p, &f, dr, 4, dout, dl), DETPOST_OK);
+    memset(levels, 0x55, sizeof levels);
+    cr_assert_eq(detpost_to_host(gpu, levels, dl, sizeof levels), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(gpu), expected_fault) != NULL, "%s", detpost_last_error(gpu));
+    cr_assert(levels[0] == 0 && levels[1] == -1, "the copy itself was made");
     t_free(gpu, dr), t_free(gpu, dfirst), t_free(gpu, dfeat), t_free(gpu, dl), t_free(gpu, dout);
     free(features);
     detpost_destroy(cpu);

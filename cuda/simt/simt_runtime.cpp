@@ -881,6 +881,11 @@ cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t str
     std::memset(ptr, value, bytes);
     return cudaSuccess;
 }
+cudaError_t cudaMemset(void *ptr, int value, size_t bytes)
+{
+    g_sync_count++;
+    return cudaMemsetAsync(ptr, value, bytes, nullptr);
+}
 cudaError_t cudaStreamCreate(cudaStream_t *stream)
 {
     if (!stream) return cudaErrorInvalidValue;
