@@ -53,6 +53,19 @@ class FeaturePyramid(ctypes.Structure):
                 ("canonical_level", ctypes.c_int), ("eps", ctypes.c_float)]
 
 
+class BoxCoder(ctypes.Structure):
+    _fields_ = [("means", ctypes.c_float * 4), ("stds", ctypes.c_float * 4), ("clamp", ctypes.c_float),
+                ("offset", ctypes.c_float)]
+
+
+class StageParams(ctypes.Structure):
+    _fields_ = [("coder", BoxCoder), ("pos_iou", ctypes.c_float), ("neg_iou", ctypes.c_float),
+                ("neg_iou_lo", ctypes.c_float), ("min_pos_iou", ctypes.c_float), ("pos_fraction", ctypes.c_float),
+                ("neg_pos_ub", ctypes.c_float), ("num_samples", ctypes.c_int32), ("add_gt_as_proposals", ctypes.c_int32),
+                ("match_low_quality", ctypes.c_int32), ("background_label", ctypes.c_int32), ("stage", ctypes.c_int32),
+                ("seed", ctypes.c_uint64)]
+
+
 class Detpost:
     """The subset of the C API the comparisons call."""
 
@@ -80,6 +93,10 @@ class Detpost:
                                          C_I64, C_PTR, C_PTR]
         lib.detpost_multilevel_roi_align.argtypes = [C_PTR, ctypes.POINTER(RoiParams), ctypes.POINTER(FeaturePyramid),
                                                      C_PTR, C_I64, C_PTR, C_PTR]
+        lib.detpost_stage_params_default.restype = StageParams
+        lib.detpost_stage_params_default.argtypes = [ctypes.c_int]
+        lib.detpost_cascade_resample.argtypes = [C_PTR, ctypes.POINTER(StageParams), C_I64, C_PTR, C_PTR, C_I64, C_PTR,
+                                                 C_PTR, C_PTR, C_I64] + [C_PTR] * 7
         lib.detpost_batched_nms.argtypes = [C_PTR, ctypes.POINTER(BatchedNmsParams), C_PTR, C_PTR, C_I64, C_I64,
                                             C_I64, C_PTR, C_PTR, C_PTR, C_PTR, C_PTR]
         self.ctx = C_PTR()
@@ -380,6 +397,66 @@ def multiscale_roi_align(dp, reps):
     err = (out - tv()).abs().max().item()
     return [row("MultiScaleRoIAlign (4 levels)", f"B={n}, {c} ch, {ih}x{iw}, {r} rois", dp_ms, tv_ms,
                 f"max|diff| {err:.1e}", 3)]
+
+
+def torch_resample(proposals, gt, gt_labels, sp):
+    """One Cascade R-CNN stage's assign, sample and targets with box_iou and torch ops, image by image."""
+    quota = int(sp.num_samples * sp.pos_fraction)
+    means = torch.tensor(list(sp.coder.means), device="cuda")
+    stds = torch.tensor(list(sp.coder.stds), device="cuda")
+    out = []
+    for b in range(proposals.shape[0]):
+        boxes = torch.cat([gt[b], proposals[b]])
+        iou = torchvision.ops.box_iou(gt[b], boxes)
+        best, arg = iou.max(0)
+        pos = torch.nonzero(best >= sp.pos_iou)[:, 0]
+        neg = torch.nonzero((best >= sp.neg_iou_lo) & (best < sp.neg_iou))[:, 0]
+        pos = pos[torch.randperm(pos.numel(), device="cuda")[:quota]]
+        neg = neg[torch.randperm(neg.numel(), device="cuda")[: sp.num_samples - pos.numel()]]
+        p, g = boxes[pos], gt[b][arg[pos]]
+        pw, ph = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1]
+        gw, gh = g[:, 2] - g[:, 0], g[:, 3] - g[:, 1]
+        deltas = torch.stack([((g[:, 0] + g[:, 2]) - (p[:, 0] + p[:, 2])) / 2 / pw,
+                              ((g[:, 1] + g[:, 3]) - (p[:, 1] + p[:, 3])) / 2 / ph,
+                              torch.log(gw / pw), torch.log(gh / ph)], 1)
+        targets = (deltas - means) / stds
+        labels = torch.cat([gt_labels[b][arg[pos]], torch.full_like(neg, sp.background_label)])
+        out.append((pos.numel(), pos.numel() + neg.numel(), targets, labels))
+    return out
+
+
+@case
+def cascade_resample(dp, reps):
+    B, P, G = 16, 2000, 100
+    gen = torch.Generator(device="cpu").manual_seed(70)
+    gt = torch.stack([detector_boxes(G, seed=71 + b) for b in range(B)])
+    # proposals: ground-truth boxes jittered by up to 30% of their size, as a first stage sees them
+    pick = torch.randint(0, G, (B, P), generator=gen).cuda()
+    base = torch.gather(gt, 1, pick[..., None].expand(B, P, 4))
+    size = (base[..., 2:] - base[..., :2]).repeat(1, 1, 2)
+    proposals = (base + 0.3 * (torch.rand(B, P, 4, generator=gen).cuda() - 0.5) * size).contiguous()
+    labels = torch.randint(0, 80, (B, G), generator=gen, dtype=torch.int32).cuda()
+    num_p = torch.full((B,), P, dtype=torch.int32, device="cuda")
+    num_g = torch.full((B,), G, dtype=torch.int32, device="cuda")
+    sp = dp.lib.detpost_stage_params_default(0)
+    S = sp.num_samples
+    rois = torch.empty(B, S, 5, device="cuda")
+    olabels = torch.empty(B, S, dtype=torch.int32, device="cuda")
+    targets = torch.empty(B, S, 4, device="cuda")
+    max_iou = torch.empty(B, S, device="cuda")
+    is_gt = torch.empty(B, S, dtype=torch.uint8, device="cuda")
+    ns = torch.empty(B, dtype=torch.int32, device="cuda")
+    npos = torch.empty(B, dtype=torch.int32, device="cuda")
+    run = lambda: dp.call("detpost_cascade_resample", ctypes.byref(sp), B, ptr(proposals), ptr(num_p), P, ptr(gt),
+                          ptr(labels), ptr(num_g), G, ptr(rois), ptr(olabels), ptr(targets), ptr(max_iou), ptr(is_gt),
+                          ptr(ns), ptr(npos))
+    dp_ms = gpu_median_ms(run, reps)
+    tv_ms = gpu_median_ms(lambda: torch_resample(proposals, gt, labels, sp), max(5, reps // 3), warmup=2)
+    run()
+    ref = torch_resample(proposals, gt, labels, sp)
+    same = all(int(npos[b]) == ref[b][0] and int(ns[b]) == ref[b][1] for b in range(B))
+    return [row("cascade resample (torch + box_iou steps)", f"B={B}, P={P}, G={G}, S={S}", dp_ms, tv_ms,
+                "same positive / sample counts" if same else "DIFFERENT counts", 5)]
 
 
 def copy_bandwidth_gbs():
