@@ -2,9 +2,9 @@
 # The whole GPU check in one run, on a machine with an NVIDIA GPU, the CUDA
 # driver and toolkit, and build/gpu copied from `make gpu-bundle`:
 #   1. the cuda test suite,
-#   2. compute-sanitizer memcheck and racecheck over it (where the tool works),
-#   3. the benchmark (CUDA events, medians),
-#   4. bench/vs_torchvision.py beside torchvision's CUDA ops (where it imports).
+#   2. the benchmark (CUDA events, medians),
+#   3. bench/vs_torchvision.py beside torchvision's CUDA ops (where it imports),
+#   4. compute-sanitizer memcheck and racecheck over the suite (where the tool works).
 # Everything is written under $RESULTS_DIR (default build/gpu-results); a short
 # table comes last. Meant to finish in under 6 minutes.
 set -u
@@ -37,17 +37,32 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 add "card" "${card:-unknown}"
 
 echo "== cuda test suite"
-timeout 240 "$G/detpost_tests" --jobs 8 >"$R/tests.log" 2>&1
+timeout 180 "$G/detpost_tests" --jobs 12 >"$R/tests.log" 2>&1
 rc=$?
 synth=$(grep -a "Synthesis" "$R/tests.log" | tail -1 | sed 's/.*Synthesis: //')
 tail -5 "$R/tests.log"
 add "cuda suite (rc $rc)" "${synth:-no synthesis line}"
 
+echo "== benchmark"
+timeout 90 "$G/detpost_bench" --backend cuda --out "$R/bench.json" | tee "$R/bench.txt"
+add "benchmark (rc ${PIPESTATUS[0]})" "$(($(wc -l <"$R/bench.txt") - 1)) cases, bench.json"
+
+if python3 -c "import torch, torchvision" >/dev/null 2>&1; then
+    echo "== beside torchvision"
+    timeout 160 python3 bench/vs_torchvision.py --lib "$G/lib/libdetpost.so" --out "$R/vs_torchvision.json" \
+        >"$R/vs_torchvision.txt" 2>&1
+    rc=$?
+    cat "$R/vs_torchvision.txt"
+    add "vs torchvision (rc $rc)" "vs_torchvision.json"
+else
+    add "vs torchvision" "skipped: python3 cannot import torchvision"
+fi
+
 if command -v compute-sanitizer >/dev/null 2>&1; then
     for tool in memcheck racecheck; do
         echo "== compute-sanitizer --tool $tool"
-        timeout 150 compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 99 \
-            "$G/detpost_tests" --jobs 4 --filter "${SANITIZER_FILTER:-*/*}" >"$R/sanitizer-$tool.log" 2>&1
+        timeout 100 compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 99 \
+            "$G/detpost_tests" --jobs 8 --filter "${SANITIZER_FILTER:-*/*}" >"$R/sanitizer-$tool.log" 2>&1
         rc=$?
         errors=$(grep -aE "ERROR SUMMARY: [0-9]+" "$R/sanitizer-$tool.log" | grep -v "ERROR SUMMARY: 0 " | head -3 | tr '\n' ' ')
         tail -3 "$R/sanitizer-$tool.log"
@@ -59,21 +74,6 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
     done
 else
     add "compute-sanitizer" "not installed"
-fi
-
-echo "== benchmark"
-timeout 120 "$G/detpost_bench" --backend cuda --out "$R/bench.json" | tee "$R/bench.txt"
-add "benchmark (rc ${PIPESTATUS[0]})" "$(($(wc -l <"$R/bench.txt") - 1)) cases, bench.json"
-
-if python3 -c "import torch, torchvision" >/dev/null 2>&1; then
-    echo "== beside torchvision"
-    timeout 150 python3 bench/vs_torchvision.py --lib "$G/lib/libdetpost.so" --out "$R/vs_torchvision.json" \
-        >"$R/vs_torchvision.txt" 2>&1
-    rc=$?
-    cat "$R/vs_torchvision.txt"
-    add "vs torchvision (rc $rc)" "vs_torchvision.json"
-else
-    add "vs torchvision" "skipped: python3 cannot import torchvision"
 fi
 
 echo
