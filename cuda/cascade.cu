@@ -170,6 +170,22 @@ __device__ float best_overlap_tiled(const float *__restrict__ gt, int32_t ng, co
     return ng > 0 ? best : 0.0f;
 }
 
+/* The proposal of image img that this thread handles (blocks along x cover
+ * the image's proposals); inactive past the image's count. */
+struct proposal_slot {
+    int64_t i;
+    bool active;
+    float box[4];
+};
+__device__ proposal_slot load_proposal(const dp_resample_args &a, int64_t img, int32_t np)
+{
+    proposal_slot s;
+    s.i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    s.active = s.i < np;
+    for (int k = 0; k < 4; ++k) s.box[k] = s.active ? a.proposals[(img * a.max_proposals + s.i) * 4 + k] : 0.0f;
+    return s;
+}
+
 template <bool GT_MAX>
 __global__ void cascade_assign(dp_resample_args a, float offset, float *__restrict__ best_iou,
                                int32_t *__restrict__ best_gt, unsigned *__restrict__ gt_max)
@@ -180,11 +196,10 @@ __global__ void cascade_assign(dp_resample_args a, float offset, float *__restri
         const int32_t np = a.num_proposals[img], ng = a.num_gt[img];
         const int64_t first = (int64_t)blockIdx.x * blockDim.x;
         if (!counts_in_range(np, ng, a.max_proposals, a.max_gt) || first >= np) continue;
-        const int64_t i = first + threadIdx.x;
-        const bool active = i < np;
-        float box[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (active)
-            for (int k = 0; k < 4; ++k) box[k] = a.proposals[(img * a.max_proposals + i) * 4 + k];
+        const proposal_slot slot = load_proposal(a, img, np);
+        const int64_t i = slot.i;
+        const bool active = slot.active;
+        const float *box = slot.box;
         int32_t arg;
         const float best = best_overlap_tiled<GT_MAX>(a.gt_boxes + img * a.max_gt * 4, ng, box, active, offset, tile,
                                                       tile_max, GT_MAX ? gt_max + img * a.max_gt : nullptr, &arg);
@@ -204,11 +219,10 @@ __global__ void cascade_low_quality(dp_resample_args a, float offset, float min_
         const int32_t np = a.num_proposals[img], ng = a.num_gt[img];
         const int64_t first = (int64_t)blockIdx.x * blockDim.x;
         if (!counts_in_range(np, ng, a.max_proposals, a.max_gt) || first >= np) continue;
-        const int64_t i = first + threadIdx.x;
-        const bool active = i < np;
-        float box[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (active)
-            for (int k = 0; k < 4; ++k) box[k] = a.proposals[(img * a.max_proposals + i) * 4 + k];
+        const proposal_slot slot = load_proposal(a, img, np);
+        const int64_t i = slot.i;
+        const bool active = slot.active;
+        const float *box = slot.box;
         const float *gt = a.gt_boxes + img * a.max_gt * 4;
         int32_t claimed = -1;
         for (int32_t t0 = 0; t0 < ng; t0 += GT_TILE) {
@@ -653,11 +667,9 @@ __global__ void iou_histogram_kernel(dp_resample_args a, int32_t num_bins, unsig
         const bool counts_ok = counts_in_range(np, ng, a.max_proposals, a.max_gt);
         if (!counts_ok && blockIdx.x == 0 && threadIdx.x == 0) dp_record_fault(fault, img, DP_FAULT_COUNT);
         if (!counts_ok || first >= np) continue;
-        const int64_t i = first + threadIdx.x;
-        const bool active = i < np;
-        float box[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (active)
-            for (int k = 0; k < 4; ++k) box[k] = a.proposals[(img * a.max_proposals + i) * 4 + k];
+        const proposal_slot slot = load_proposal(a, img, np);
+        const bool active = slot.active;
+        const float *box = slot.box;
         int32_t arg;
         const float best = best_overlap_tiled<false>(a.gt_boxes + img * a.max_gt * 4, ng, box, active, 0.0f, tile,
                                                      nullptr, nullptr, &arg);
