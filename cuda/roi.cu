@@ -534,7 +534,7 @@ __global__ void __launch_bounds__(ROWS_THREADS, 1)
             const int64_t c = c0 + group < c_end ? c0 + group : c0;
             const bool live = c0 + group < c_end;
             const uint32_t plane = (uint32_t)(c * plane_size);
-            T *dst = out + (r * C + c) * ph * pw + q;
+            T *dst = out + (r * C + c) * ph * pw + (stores ? q : 0); /* idle lanes stay inside out */
             const bool on_x = live && cx.lo >= 0;
             for (int p = 0; p < ph; ++p) {
                 float acc = MODE == DETPOST_ROI_AVG ? 0.0f : -INFINITY;
