@@ -2,20 +2,38 @@
  * RoI Align (AVG and MAX, forward and backward), RoI Pool and the multi-level
  * RoI Align on the GPU.
  *
- * RoI Align forward: one block per (RoI, chunk of channels). The block first
- * works out its RoI once: validity, FPN level (the multi-level op is the same
- * kernel with more than one level, so the whole pyramid is one launch),
- * sampling grid, and per bin row / column the run of samples that lie on the
- * map (binary search, so a huge RoI costs no more than the map it covers).
- * The sampling grid is separable, so when the runs are short (the usual case:
- * a few samples per bin) the bilinear corners and weights of every sample row
- * and column go into shared memory, and each output element pays only for
- * four weight products, its loads and multiply-adds; otherwise each thread
- * computes them as it goes. Threads then take output elements:
- * NCHW in (channel, bin) order, so a warp writes a contiguous run and reads
- * nearby pixels of one plane; NHWC in (bin, channel group) order, so a warp
- * reads whole rows of channels at each corner (coalesced), with 8- or
- * 16-byte vector loads when the channel count and alignment allow.
+ * RoI Align forward, NCHW with a fixed sampling grid (sampling_ratio > 0)
+ * whose sample columns and rows each fit a warp (the detector case, 7 x 7
+ * bins of 2 x 2 samples): one block of 32 warps per multiprocessor. Each
+ * block sorts the RoIs (up to 4096 at a time, bitonic, in shared memory) by
+ * image, level and the Morton code of their centre, and works through items
+ * (32 consecutive sorted RoIs, 32 channels): warp w takes RoI w of the item.
+ * Sorted RoIs overlap, so the 32 warps read largely the same pixels of the
+ * same channels at about the same time and L1 serves them, instead of every
+ * RoI pulling its own patch of every channel from L2. Within a warp, lanes
+ * are the RoI's sample columns (bin column * ratio + sample), in groups of
+ * a power of two >= pooled_w * ratio lanes with one channel per group: a
+ * load instruction then reads one image row at 14 nearby columns (few
+ * sectors per value), and a bin row's loads are all issued before the first
+ * is used. The lanes of a bin add their samples in the reference's order
+ * through shuffles (a sample off the map adds the neutral element); the
+ * bin's first lane writes it.
+ *
+ * RoI Align forward otherwise (NHWC, adaptive grids, large grids): one block
+ * per (RoI, chunk of channels). The block first works out its RoI once:
+ * validity, FPN level (the multi-level op is the same kernel with more than
+ * one level, so the whole pyramid is one launch), sampling grid, and per bin
+ * row / column the run of samples that lie on the map (binary search, so a
+ * huge RoI costs no more than the map it covers). The sampling grid is
+ * separable, so when the runs are short (the usual case: a few samples per
+ * bin) the bilinear corners and weights of every sample row and column go
+ * into shared memory, and each output element pays only for four weight
+ * products, its loads and multiply-adds; otherwise each thread computes them
+ * as it goes. Threads then take output elements: NCHW in (channel, bin)
+ * order, so a warp writes a contiguous run and reads nearby pixels of one
+ * plane; NHWC in (bin, channel group) order, so a warp reads whole rows of
+ * channels at each corner (coalesced), with 8- or 16-byte vector loads when
+ * the channel count and alignment allow.
  *
  * Backward: the same traversal scatters each grad_out element onto the
  * corners of its samples, with float atomics by default; in deterministic
@@ -310,6 +328,237 @@ __global__ void __launch_bounds__(ROI_THREADS)
                 if (head.use_table) align_bin<T, VEC, MODE, true>(plane, W * C, C, head, runs, p, q, res);
                 else align_bin<T, VEC, MODE, false>(plane, W * C, C, head, runs, p, q, res);
                 store_vec<T, VEC>(out + (r * bins + bin) * C + c, res);
+            }
+        }
+    }
+}
+
+/* ---- RoI Align forward, NCHW, fixed sampling grid -------------------------------- */
+
+#define ROWS_THREADS 1024
+#define ROWS_WARPS (ROWS_THREADS / 32)
+#define ROWS_SORT 4096    /* RoIs ordered together: the index takes the key's low 12 bits */
+#define ROWS_CHANNELS 32  /* channels of one work item */
+#define ROWS_LANES 32     /* sample columns (and sample rows) one RoI may have */
+
+/* One warp's RoI: its head, where its image starts (read back from shared
+ * memory, so the compiler keeps it as a plain pointer and each load's address
+ * is one 32-bit offset from it) and, per sample row p * ratio + iy, the
+ * corner (lo = -1 when the sample is off the map) and per bin row the number
+ * of on-map sample rows. */
+struct rows_roi {
+    roi_head head;
+    const void *image; /* element (image, 0, 0, 0) of the RoI's level */
+    dp_roi_corner y[ROWS_LANES];
+    int32_t ylen[ROWS_LANES];
+};
+
+/* The work of a launch: items (sort chunk, channel chunk, batch of
+ * ROWS_WARPS sorted RoIs), channels per item, lanes per channel group (the
+ * power of two >= pooled_w * ratio) and the sampling ratio. */
+struct rows_plan {
+    int64_t items, channels, channel_chunks;
+    int lanes, ratio;
+};
+
+/* 7 bits of v spread to the even bit positions. */
+__device__ __forceinline__ uint32_t spread7(uint32_t v)
+{
+    v = (v | (v << 4)) & 0x0f0fu;
+    v = (v | (v << 2)) & 0x3333u;
+    return (v | (v << 1)) & 0x5555u;
+}
+
+/* Which of 128 cells along an axis of `size` pixels holds the centre of
+ * [lo, hi] (image pixels) at `scale`; NaN and overflow clamp. */
+__device__ __forceinline__ uint32_t cell_of(float lo, float hi, float scale, int64_t size)
+{
+    const float centre = DP_MUL(DP_MUL(lo + hi, 0.5f), scale);
+    const float cell = fminf(fmaxf(DP_MUL(centre / (float)size, 128.0f), 0.0f), 127.0f);
+    return (uint32_t)cell;
+}
+
+/* Sort key of RoI r, `index` within its sort chunk: image, level and the
+ * Morton code of the centre's cell, so RoIs that overlap sort next to each
+ * other; invalid rows go last. Only the order depends on it. */
+__device__ uint32_t rows_key(const dp_roi_job &job, int64_t r, uint32_t index)
+{
+    const float *row = job.rois + r * 5;
+    const int level =
+        roi_level_of(row, job.n, job.num_levels, job.canonical_scale, job.canonical_level, job.eps, job.k_min);
+    if (level < 0) return 0xfffff000u | index;
+    const dp_roi_level &lv = job.level[level];
+    const uint32_t x = cell_of(row[1], row[3], lv.scale, lv.w), y = cell_of(row[2], row[4], lv.scale, lv.h);
+    const uint32_t image = (uint32_t)(int64_t)row[0] & 7u;
+    return image << 29 | (uint32_t)level << 26 | (spread7(x) | spread7(y) << 1) << 12 | index;
+}
+
+/* Bitonic sort of the keys of RoIs [first, first + n) into keys[0, n). */
+__device__ void rows_sort(const dp_roi_job &job, int64_t first, int n, uint32_t *keys)
+{
+    __syncthreads(); /* the previous order is no longer read */
+    int m = 1;
+    while (m < n) m <<= 1;
+    for (int i = threadIdx.x; i < m; i += blockDim.x) keys[i] = i < n ? rows_key(job, first + i, (uint32_t)i) : ~0u;
+    __syncthreads();
+    for (int size = 2; size <= m; size <<= 1)
+        for (int stride = size / 2; stride > 0; stride /= 2) {
+            for (int i = threadIdx.x; i < m / 2; i += blockDim.x) {
+                const int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
+                const uint32_t a = keys[lo], b = keys[hi];
+                if ((a > b) == ((lo & size) == 0)) {
+                    keys[lo] = b;
+                    keys[hi] = a;
+                }
+            }
+            __syncthreads();
+        }
+}
+
+/* The warp's RoI r: head, image, and the corners of its sample rows. */
+template <typename T>
+__device__ __forceinline__ void rows_setup(const dp_roi_job &job, int64_t r, int ratio, rows_roi &s)
+{
+    const int lane = threadIdx.x % 32;
+    __syncwarp(); /* the previous RoI is no longer read */
+    if (lane == 0) {
+        compute_head(job, r, s.head);
+        const dp_roi_level &lv = job.level[s.head.level];
+        s.image = static_cast<const T *>(lv.features) + s.head.image * job.c * lv.h * lv.w;
+    }
+    __syncwarp();
+    if (lane < job.pooled_h * ratio) {
+        const int p = lane / ratio, iy = lane % ratio;
+        int64_t lo, hi;
+        dp_roi_sample_run(&s.head.y, p, &lo, &hi);
+        dp_roi_corner cy = {-1, -1, 0.0f, 0.0f};
+        if (iy >= lo && iy < hi) cy = dp_roi_sample_corner(&s.head.y, p, iy);
+        s.y[lane] = cy;
+        if (iy == 0) s.ylen[p] = (int32_t)(hi - lo);
+    }
+    __syncwarp();
+}
+
+/* Element `offset` of an image, read only when `on` (a predicated load, so
+ * a bin row's loads can all be in flight before the first is used), through
+ * the read-only global path: the image pointer came from shared memory. */
+template <typename T>
+__device__ __forceinline__ float rows_load(const T *__restrict__ image, uint32_t offset, bool on)
+{
+    return on ? to_float(__ldg(image + offset)) : 0.0f;
+}
+
+/* Sample value of the lane's column at row corner cy of the plane that
+ * starts at element `plane` of the image, or the neutral element of the
+ * mode when the sample is off the map or the lane idle. Offsets within an
+ * image fit 32 bits (rows_fit); unsigned arithmetic keeps them 32-bit adds. */
+template <typename T, int MODE>
+__device__ __forceinline__ float rows_sample(const T *__restrict__ image, uint32_t plane, uint32_t w, bool on,
+                                             const dp_roi_corner &cy, const dp_roi_corner &cx)
+{
+    const uint32_t lo = plane + (uint32_t)cy.lo * w, hi = plane + (uint32_t)cy.hi * w;
+    const float v1 = rows_load(image, lo + (uint32_t)cx.lo, on), v2 = rows_load(image, lo + (uint32_t)cx.hi, on);
+    const float v3 = rows_load(image, hi + (uint32_t)cx.lo, on), v4 = rows_load(image, hi + (uint32_t)cx.hi, on);
+    float wt[4];
+    dp_roi_weights(&cy, &cx, wt);
+    const float v = dp_roi_mix(wt, v1, v2, v3, v4);
+    return on ? v : MODE == DETPOST_ROI_AVG ? 0.0f : -INFINITY;
+}
+
+/* Adds (AVG) or takes the maximum of (MAX) the ratio samples of the bin that
+ * start at this lane, in column order. Adding 0 for a missing sample leaves
+ * the sum as it is: the sum starts at +0 and so is never -0. */
+template <int MODE>
+__device__ __forceinline__ void rows_gather(float &acc, float v, int ratio, int lanes)
+{
+    for (int k = 0; k < ratio; ++k) {
+        const float t = k == 0 ? v : __shfl_down_sync(0xffffffffu, v, k, lanes);
+        if (MODE == DETPOST_ROI_AVG) acc += t;
+        else if (t > acc) acc = t;
+    }
+}
+
+/* NCHW RoI Align with sampling_ratio > 0, pooled_w * ratio <= 32 and
+ * pooled_h * ratio <= 32 (R: the ratio when fixed at compile time, else 0).
+ * Lanes are the sample columns of a RoI (in groups of plan.lanes, one
+ * channel per group), so each load instruction reads along image rows. */
+template <typename T, int MODE, int R>
+__global__ void __launch_bounds__(ROWS_THREADS, 1)
+    roi_align_nchw_rows(dp_roi_job job, T *__restrict__ out, int32_t *__restrict__ levels, rows_plan plan)
+{
+    DP_SHARED(uint32_t, keys, [ROWS_SORT]);
+    DP_SHARED(rows_roi, warp_rois, [ROWS_WARPS]);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int ratio = R > 0 ? R : plan.ratio, lanes = plan.lanes;
+    const int col = lane % lanes, group = lane / lanes, groups = 32 / lanes;
+    const int q = col / ratio, ix = col % ratio;
+    const int ph = job.pooled_h, pw = job.pooled_w;
+    const int64_t C = job.c, per_chunk = (ROWS_SORT / ROWS_WARPS) * plan.channel_chunks;
+    rows_roi &s = warp_rois[warp];
+    int64_t sorted = -1;
+    for (int64_t item = blockIdx.x; item < plan.items; item += gridDim.x) {
+        const int64_t chunk = item / per_chunk, rest = item % per_chunk, first = chunk * ROWS_SORT;
+        const int n = (int)(job.num_rois - first < ROWS_SORT ? job.num_rois - first : ROWS_SORT);
+        const int64_t batches = (n + ROWS_WARPS - 1) / ROWS_WARPS;
+        const int64_t k = rest / batches, pos = (rest % batches) * ROWS_WARPS + warp;
+        if (chunk != sorted) {
+            rows_sort(job, first, n, keys);
+            sorted = chunk;
+        }
+        if (pos >= n) continue;
+        const int64_t r = first + (keys[pos] & (ROWS_SORT - 1));
+        rows_setup<T>(job, r, ratio, s);
+        if (levels != nullptr && k == 0 && lane == 0) levels[r] = s.head.valid ? s.head.level : -1;
+
+        /* the lane's sample column */
+        dp_roi_corner cx = {-1, -1, 0.0f, 0.0f};
+        int64_t xlen = 0;
+        if (q < pw) {
+            int64_t lo, hi;
+            dp_roi_sample_run(&s.head.x, q, &lo, &hi);
+            xlen = hi - lo;
+            if (ix >= lo && ix < hi) cx = dp_roi_sample_corner(&s.head.x, q, ix);
+        }
+        const bool stores = ix == 0 && q < pw;
+        const dp_roi_level &lv = job.level[s.head.level];
+        const int64_t plane_size = lv.h * lv.w;
+        const T *image = static_cast<const T *>(s.image);
+        const uint32_t w = (uint32_t)lv.w;
+        const int64_t grid = s.head.y.grid * s.head.x.grid;
+        /* dividing by a power of two and multiplying by its reciprocal round
+         * the same real number, so they give the same bits */
+        const float count = s.head.count, inverse = 1.0f / count;
+        const bool exact_inverse = (dp_float_bits(count) & 0x007fffffu) == 0;
+        const int64_t c_end = (k + 1) * plan.channels < C ? (k + 1) * plan.channels : C;
+        for (int64_t c0 = k * plan.channels; c0 < c_end; c0 += groups) {
+            const int64_t c = c0 + group < c_end ? c0 + group : c0;
+            const bool live = c0 + group < c_end;
+            const uint32_t plane = (uint32_t)(c * plane_size);
+            T *dst = out + (r * C + c) * ph * pw + (stores ? q : 0); /* idle lanes stay inside out */
+            const bool on_x = live && cx.lo >= 0;
+            for (int p = 0; p < ph; ++p) {
+                float acc = MODE == DETPOST_ROI_AVG ? 0.0f : -INFINITY;
+                if (R > 0) {
+                    /* every load of the bin row first, then the sums */
+                    float v[R > 0 ? R : 1];
+                    for (int iy = 0; iy < R; ++iy) {
+                        const dp_roi_corner cy = s.y[p * R + iy];
+                        v[iy] = rows_sample<T, MODE>(image, plane, w, on_x && cy.lo >= 0, cy, cx);
+                    }
+                    for (int iy = 0; iy < R; ++iy) rows_gather<MODE>(acc, v[iy], R, lanes);
+                } else {
+                    for (int iy = 0; iy < ratio; ++iy) {
+                        const dp_roi_corner cy = s.y[p * ratio + iy];
+                        rows_gather<MODE>(acc, rows_sample<T, MODE>(image, plane, w, on_x && cy.lo >= 0, cy, cx), ratio,
+                                          lanes);
+                    }
+                }
+                if (stores && live) {
+                    float res;
+                    if (MODE == DETPOST_ROI_AVG) res = exact_inverse ? DP_MUL(acc, inverse) : acc / count;
+                    else dp_roi_max_result(acc, acc > -INFINITY, s.ylen[p] * xlen < grid, &res);
+                    dst[p * pw] = from_float<T>(res);
+                }
             }
         }
     }
@@ -629,6 +878,54 @@ static cudaError_t align_forward_for(const dp_roi_job *job, void *out, int32_t *
     return launch_align_forward<T, DETPOST_NHWC, MODE, 1>(job, out, levels, s);
 }
 
+/* Whether the NCHW kernel that reads along image rows takes the job: a
+ * fixed grid whose sample columns and rows each fit a warp, and images
+ * (c planes) small enough for 32-bit offsets. */
+static int rows_fit(const dp_roi_job *job)
+{
+    if (job->layout != DETPOST_NCHW || job->sampling_ratio < 1 || job->c < 1) return 0;
+    if ((int64_t)job->pooled_w * job->sampling_ratio > ROWS_LANES ||
+        (int64_t)job->pooled_h * job->sampling_ratio > ROWS_LANES)
+        return 0;
+    for (int i = 0; i < job->num_levels; ++i)
+        if (job->level[i].h * job->level[i].w > (int64_t)UINT32_MAX / job->c) return 0;
+    return 1;
+}
+
+static rows_plan plan_rows(const dp_roi_job *job)
+{
+    rows_plan plan;
+    plan.ratio = job->sampling_ratio;
+    plan.lanes = 1;
+    while (plan.lanes < job->pooled_w * plan.ratio) plan.lanes *= 2;
+    plan.channels = job->c < ROWS_CHANNELS ? job->c : ROWS_CHANNELS;
+    plan.channel_chunks = (job->c + plan.channels - 1) / plan.channels;
+    const int64_t full = job->num_rois / ROWS_SORT, rest = job->num_rois % ROWS_SORT;
+    plan.items = (full * (ROWS_SORT / ROWS_WARPS) + (rest + ROWS_WARPS - 1) / ROWS_WARPS) * plan.channel_chunks;
+    return plan;
+}
+
+/* One block per multiprocessor: each sorts its RoIs once (per sort chunk)
+ * and then takes every gridDim.x-th item. */
+template <typename T, int MODE, int R>
+static cudaError_t launch_rows(const dp_roi_job *job, const rows_plan &plan, int sms, void *out, int32_t *levels,
+                               cudaStream_t s)
+{
+    const int64_t blocks = plan.items < sms ? plan.items : sms;
+    dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(ROWS_THREADS), 0, s);
+    cfg.out(out, (size_t)(job->num_rois * job->c * job->pooled_h * job->pooled_w) * sizeof(T));
+    if (levels) cfg.out(levels, (size_t)job->num_rois * sizeof(int32_t));
+    return DP_LAUNCH((roi_align_nchw_rows<T, MODE, R>), cfg, *job, static_cast<T *>(out), levels, plan);
+}
+
+template <typename T, int MODE>
+static cudaError_t rows_forward_for(const dp_roi_job *job, int sms, void *out, int32_t *levels, cudaStream_t s)
+{
+    const rows_plan plan = plan_rows(job);
+    return plan.ratio == 2 ? launch_rows<T, MODE, 2>(job, plan, sms, out, levels, s)
+                           : launch_rows<T, MODE, 0>(job, plan, sms, out, levels, s);
+}
+
 detpost_status cuda_roi_align(detpost_ctx *ctx, const dp_roi_job *job, void *out, int32_t *levels)
 {
     DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
@@ -636,6 +933,20 @@ detpost_status cuda_roi_align(detpost_ctx *ctx, const dp_roi_job *job, void *out
     if (flagged != DETPOST_OK) return flagged;
     cudaStream_t s = dp_stream(ctx);
     cudaError_t err;
+    if (rows_fit(job)) {
+        int sms = 0;
+        DP_CUDA_TRY(ctx, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, ctx->device),
+                    "reading the multiprocessor count");
+        if (job->dtype == DETPOST_F32)
+            err = job->mode == DETPOST_ROI_AVG ? rows_forward_for<float, DETPOST_ROI_AVG>(job, sms, out, levels, s)
+                                               : rows_forward_for<float, DETPOST_ROI_MAX>(job, sms, out, levels, s);
+        else
+            err = job->mode == DETPOST_ROI_AVG
+                      ? rows_forward_for<uint16_t, DETPOST_ROI_AVG>(job, sms, out, levels, s)
+                      : rows_forward_for<uint16_t, DETPOST_ROI_MAX>(job, sms, out, levels, s);
+        DP_CUDA_TRY(ctx, err, "launching the RoI Align kernel");
+        return DETPOST_OK;
+    }
     if (job->dtype == DETPOST_F32)
         err = job->mode == DETPOST_ROI_AVG ? align_forward_for<float, DETPOST_ROI_AVG>(job, out, levels, s)
                                            : align_forward_for<float, DETPOST_ROI_MAX>(job, out, levels, s);

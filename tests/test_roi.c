@@ -372,6 +372,73 @@ Test(roi, align_cpu_vs_cuda)
     detpost_destroy(gpu);
 }
 
+/* The NCHW kernel for fixed grids (lanes are sample columns, groups of the
+ * power of two >= pooled_w * ratio lanes, one channel per group): every
+ * group width from 1 to 32 lanes, ratios fixed at compile time (2) and not
+ * (1, 3, 4; 3 x 3 samples divide by 9, not a power of two), 32 sample rows,
+ * channel counts that leave a partial group and a partial chunk of 32, and
+ * RoIs over several batches of 32 warps and several blocks. */
+static const struct align_config row_configs[] = {
+    {1, 1, 1, 0, 33},  /* 1 lane per group, 32 groups */
+    {3, 1, 3, 1, 5},   /* 4 lanes, runtime ratio 3 */
+    {2, 3, 2, 0, 70},  /* 8 lanes */
+    {7, 7, 2, 1, 19},  /* 16 lanes */
+    {4, 7, 4, 0, 3},   /* 32 lanes (28 used), runtime ratio 4 */
+    {16, 16, 2, 1, 2}, /* 32 lanes, all used; 32 sample rows */
+};
+
+Test(roi, align_rows_cpu_vs_cuda)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    t_rng rng = {4242};
+    for (size_t k = 0; k < sizeof row_configs / sizeof row_configs[0]; ++k) {
+        const struct align_config *cf = &row_configs[k];
+        roi_input in = {NULL, 3, cf->c, 11, 19, NULL, 70};
+        float *features = random_features(&rng, in.n * in.c * in.h * in.w);
+        float *rois = random_rois(&rng, in.num_rois, in.n, 76, 44);
+        in.features = features, in.rois = rois;
+        for (int dtype = 0; dtype < 2; ++dtype)
+            for (int mode = 0; mode < 2; ++mode) {
+                detpost_roi_params p = {cf->ph, cf->pw, 0.25f, cf->sampling_ratio, cf->aligned,
+                                        (detpost_roi_mode)mode, DETPOST_NCHW, (detpost_dtype)dtype, 0};
+                float *want = run_forward(cpu, &p, &in, NULL);
+                for (int s = 0; s < t_schedule_count(); ++s) {
+                    t_set_schedule(t_schedule(s));
+                    float *got = run_forward(gpu, &p, &in, NULL);
+                    char what[200];
+                    snprintf(what, sizeof what, "row config %zu %s %s schedule %s", k, dtype_name(p.dtype),
+                             mode ? "max" : "avg", t_schedule(s) ? t_schedule(s) : "gpu");
+                    assert_same(got, want, in.num_rois * in.c * bins_of(&p), what);
+                    free(got);
+                }
+                free(want);
+            }
+        free(features), free(rois);
+    }
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+
+/* More RoIs than one sort chunk (4096): the second chunk is sorted and
+ * pooled on its own, and every RoI of both is written. */
+Test(roi, align_rows_two_sort_chunks)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    t_rng rng = {99};
+    roi_input in = {NULL, 2, 2, 9, 13, NULL, 4096 + 77};
+    float *features = random_features(&rng, in.n * in.c * in.h * in.w);
+    float *rois = random_rois(&rng, in.num_rois, in.n, 52, 36);
+    in.features = features, in.rois = rois;
+    detpost_roi_params p = detpost_roi_params_default();
+    p.pooled_h = 2, p.pooled_w = 3, p.sampling_ratio = 2, p.spatial_scale = 0.25f;
+    float *want = run_forward(cpu, &p, &in, NULL);
+    float *got = run_forward(gpu, &p, &in, NULL);
+    assert_same(got, want, in.num_rois * in.c * bins_of(&p), "two sort chunks");
+    free(want), free(got), free(features), free(rois);
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+
 Test(roi, pool_cpu_vs_cuda)
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
@@ -478,6 +545,73 @@ static void check_multilevel(detpost_backend backend, detpost_layout layout, det
     t_free(ctx, dr), t_free(ctx, dout), t_free(ctx, dl);
     detpost_destroy(ctx);
 }
+
+#if TEST_HAS_CUDA
+/* The pyramid op on CUDA against the CPU reference, outputs and levels bit
+ * for bit (the test above compares CUDA with CUDA). */
+static float *run_pyramid(detpost_ctx *ctx, const detpost_roi_params *p, float *const features[4],
+                          const int64_t hs[4], const int64_t ws[4], int64_t n, int64_t c, const float *rois,
+                          int64_t num_rois, int32_t **levels_out)
+{
+    const size_t es = dtype_size(p->dtype);
+    const int64_t out_n = num_rois * c * bins_of(p);
+    void *dev[4];
+    detpost_feature_pyramid f = detpost_feature_pyramid_default();
+    f.num_levels = 4, f.n = n, f.c = c, f.layout = p->layout, f.dtype = p->dtype, f.canonical_scale = 56;
+    for (int l = 0; l < 4; ++l) {
+        void *raw = to_layout(features[l], n, c, hs[l] * ws[l], p->layout, p->dtype);
+        dev[l] = t_up(ctx, raw, (size_t)(n * c * hs[l] * ws[l]) * es);
+        free(raw);
+        f.levels[l] = (detpost_pyramid_level){dev[l], hs[l], ws[l], 0.25f / (float)(1 << l)};
+    }
+    float *dr = t_up(ctx, rois, (size_t)num_rois * 5 * sizeof(float));
+    void *dout = t_alloc(ctx, (size_t)out_n * es);
+    int32_t *dl = t_alloc(ctx, (size_t)num_rois * sizeof(int32_t));
+    cr_assert_eq(detpost_multilevel_roi_align(ctx, p, &f, dr, num_rois, dout, dl), DETPOST_OK, "%s",
+                 detpost_last_error(ctx));
+    void *raw = t_down(ctx, dout, (size_t)out_n * es);
+    float *out = from_layout(raw, num_rois, c, bins_of(p), p->layout, p->dtype);
+    *levels_out = t_down(ctx, dl, (size_t)num_rois * sizeof(int32_t));
+    free(raw);
+    for (int l = 0; l < 4; ++l) t_free(ctx, dev[l]);
+    t_free(ctx, dr), t_free(ctx, dout), t_free(ctx, dl);
+    return out;
+}
+
+Test(roi, multilevel_cpu_vs_cuda)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    t_rng rng = {57};
+    const int64_t n = 2, c = 37, num_rois = 45;
+    const int64_t hs[4] = {32, 16, 8, 4}, ws[4] = {40, 20, 10, 5};
+    float *features[4];
+    for (int l = 0; l < 4; ++l) features[l] = random_features(&rng, n * c * hs[l] * ws[l]);
+    float *rois = random_rois(&rng, num_rois, n, 160, 128);
+    for (int dtype = 0; dtype < 2; ++dtype)
+        for (int mode = 0; mode < 2; ++mode) {
+            detpost_roi_params p = detpost_roi_params_default();
+            p.sampling_ratio = 2, p.aligned = 0, p.dtype = (detpost_dtype)dtype, p.mode = (detpost_roi_mode)mode;
+            int32_t *want_levels, *got_levels;
+            float *want = run_pyramid(cpu, &p, features, hs, ws, n, c, rois, num_rois, &want_levels);
+            for (int s = 0; s < t_schedule_count(); ++s) {
+                t_set_schedule(t_schedule(s));
+                float *got = run_pyramid(gpu, &p, features, hs, ws, n, c, rois, num_rois, &got_levels);
+                char what[128];
+                snprintf(what, sizeof what, "pyramid %s %s schedule %s", dtype_name(p.dtype), mode ? "max" : "avg",
+                         t_schedule(s) ? t_schedule(s) : "gpu");
+                assert_same(got, want, num_rois * c * bins_of(&p), what);
+                for (int64_t r = 0; r < num_rois; ++r)
+                    cr_assert_eq(got_levels[r], want_levels[r], "%s: level of RoI %lld", what, (long long)r);
+                free(got), free(got_levels);
+            }
+            free(want), free(want_levels);
+        }
+    for (int l = 0; l < 4; ++l) free(features[l]);
+    free(rois);
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+#endif
 
 Test(roi, multilevel_matches_single_level_cpu)
 {
