@@ -455,19 +455,21 @@ __device__ __forceinline__ word_t warp_min(word_t v)
  * dp_overlap makes first, without the rest of the arithmetic. The test only
  * grows with b, so a box that misses the bounding box of several boxes
  * misses each of them. */
-__device__ __forceinline__ bool disjoint(const dp_box &a, const dp_box &b, float offset)
+template <typename A, typename B>
+__device__ __forceinline__ bool disjoint(const A &a, const B &b, float offset)
 {
     return !(dp_extent(fmaxf(a.x1, b.x1), fminf(a.x2, b.x2), offset) > 0.0f &&
              dp_extent(fmaxf(a.y1, b.y1), fminf(a.y2, b.y2), offset) > 0.0f);
 }
 
 /* The factor b's score is multiplied by when `taken` is selected, computed
- * as the reference computes it (taken first). */
+ * as the reference computes it (dp_overlap is dp_overlap_prepared of the
+ * prepared boxes, taken first). */
 template <int METHOD>
-__device__ __forceinline__ float soft_weight(const dp_box &taken, const dp_box &b, float iou_threshold, float sigma,
+__device__ __forceinline__ float soft_weight(const dp_pbox &taken, const dp_pbox &b, float iou_threshold, float sigma,
                                              float offset)
 {
-    return dp_soft_nms_weight(METHOD, box_overlap<DP_MODE_IOU>(taken, b, offset), iou_threshold, sigma);
+    return dp_soft_nms_weight(METHOD, dp_overlap_prepared(&taken, &b, DP_MODE_IOU, offset), iou_threshold, sigma);
 }
 
 struct soft_segment {
@@ -501,7 +503,7 @@ struct soft_state {
  * back; each lane then multiplies its own weights in selection order with
  * the reference's drop test before each multiplication. */
 template <int METHOD>
-__device__ float soft_decay_warp(const soft_segment &s, float c, word_t bits, const dp_box &b, const dp_box *taken,
+__device__ float soft_decay_warp(const soft_segment &s, float c, word_t bits, const dp_box &b, const dp_pbox *taken,
                                  int32_t *queue_pair, float *queue_weight)
 {
     const int lane = threadIdx.x % 32;
@@ -521,8 +523,9 @@ __device__ float soft_decay_warp(const soft_segment &s, float c, word_t bits, co
         __syncwarp();
         const bool busy = base + lane < total;
         const int pair = busy ? queue_pair[lane] : lane << 6, owner = pair >> 6;
-        const dp_box other = {__shfl_sync(FULL_MASK, b.x1, owner), __shfl_sync(FULL_MASK, b.y1, owner),
-                              __shfl_sync(FULL_MASK, b.x2, owner), __shfl_sync(FULL_MASK, b.y2, owner)};
+        const dp_pbox other =
+            dp_prepare_box(__shfl_sync(FULL_MASK, b.x1, owner), __shfl_sync(FULL_MASK, b.y1, owner),
+                           __shfl_sync(FULL_MASK, b.x2, owner), __shfl_sync(FULL_MASK, b.y2, owner), s.offset);
         queue_weight[lane] =
             busy ? soft_weight<METHOD>(taken[pair & 63], other, s.iou_threshold, s.sigma, s.offset) : 1.0f;
         __syncwarp();
@@ -536,15 +539,18 @@ __device__ float soft_decay_warp(const soft_segment &s, float c, word_t bits, co
 /* Brings every box still in up to date with the decays of the boxes the last
  * round took (taken[0, t), in selection order: the reference's sequence of
  * multiplications for each box) and stores its score and rank; adds up the
- * boxes still in and their highest and lowest rank in `st`. A warp visits
- * 32 consecutive slots at a time (single-class slots are in spatial order):
- * a taken box that misses the bounding box of the warp's boxes misses each
- * of them, and only the others are tested box by box. The first pass starts
- * from the input scores and writes every slot. */
+ * boxes still in and their highest and lowest rank in `st`, and with
+ * fixed >= 0 counts their ranks' digit below the first `fixed` bits in
+ * `hist` (the radix select's first pass). A warp visits 32 consecutive slots
+ * at a time (single-class slots are in spatial order): a taken box that
+ * misses the bounding box of the warp's boxes misses each of them, and only
+ * the others are tested box by box. The first pass starts from the input
+ * scores and writes every slot. */
 template <int METHOD>
-__device__ void soft_update(const soft_segment &s, const dp_box *taken, int t, bool first, int32_t *queue_pair,
-                            float *queue_weight, soft_state &st)
+__device__ void soft_update(const soft_segment &s, const dp_pbox *taken, int t, bool first, int fixed,
+                            int32_t *queue_pair, float *queue_weight, unsigned *hist, soft_state &st)
 {
+    const int width = 64 - fixed < SOFT_RADIX_BITS ? 64 - fixed : SOFT_RADIX_BITS, shift = 64 - fixed - width;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
     word_t hi = 0, lo = ~0ull;
     unsigned alive_count = 0;
@@ -586,6 +592,7 @@ __device__ void soft_update(const soft_segment &s, const dp_box *taken, int t, b
             hi = r > hi ? r : hi;
             lo = r < lo ? r : lo;
             ++alive_count;
+            if (fixed >= 0) atomicAdd(&hist[(int)(r >> shift) & ((1 << width) - 1)], 1u);
         }
         if (in) s.rank[p] = r;
     }
@@ -601,27 +608,33 @@ __device__ void soft_update(const soft_segment &s, const dp_box *taken, int t, b
 
 /* A rank threshold with between SOFT_ROUND_MIN and SOFT_ROUND_MAX boxes at
  * or above it, or 0 (all of them) when no more than SOFT_ROUND_MAX are in: a
- * radix select, 8 bits a pass over a shared histogram, from the highest bit
- * in which the ranks of the boxes still in differ. It stops at the first
- * digit that lands in the range, so one pass is the common case. */
-__device__ word_t soft_threshold(const soft_segment &s, unsigned *hist, soft_state &st)
+ * radix select, 8 bits a pass over a shared histogram, from a bit above
+ * which every rank still in is the same (`fixed` of them, whose histogram
+ * the update already made; -1: from the highest bit in which the ranks
+ * differ). It stops at the first digit that lands in the range, so the
+ * update's pass is usually the only one. */
+__device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *hist, soft_state &st)
 {
     if (st.alive <= SOFT_ROUND_MAX) return 0;
     const int lane = threadIdx.x % 32;
-    int fixed = __clzll((long long)(st.hi_rank ^ st.lo_rank)); /* leading bits every rank shares */
+    bool counted = fixed >= 0;
+    if (!counted) fixed = __clzll((long long)(st.hi_rank ^ st.lo_rank));
     word_t prefix = fixed ? st.hi_rank >> (64 - fixed) : 0;
     int64_t above = 0;
     for (;;) {
         const int width = 64 - fixed < SOFT_RADIX_BITS ? 64 - fixed : SOFT_RADIX_BITS, shift = 64 - fixed - width;
         const int bins = 1 << width;
-        for (int i = threadIdx.x; i < bins; i += blockDim.x) hist[i] = 0;
-        __syncthreads();
-        for (int64_t p = s.v.lo + threadIdx.x; p < s.v.hi; p += blockDim.x) {
-            const word_t r = s.rank[p];
-            if (r != 0 && (fixed == 0 || r >> (64 - fixed) == prefix))
-                atomicAdd(&hist[(int)(r >> shift) & (bins - 1)], 1u);
+        if (!counted) {
+            for (int i = threadIdx.x; i < bins; i += blockDim.x) hist[i] = 0;
+            __syncthreads();
+            for (int64_t p = s.v.lo + threadIdx.x; p < s.v.hi; p += blockDim.x) {
+                const word_t r = s.rank[p];
+                if (r != 0 && (fixed == 0 || r >> (64 - fixed) == prefix))
+                    atomicAdd(&hist[(int)(r >> shift) & (bins - 1)], 1u);
+            }
+            __syncthreads();
         }
-        __syncthreads();
+        counted = false;
         if (threadIdx.x < 32) {
             /* lane l counts its bins from the top down; one lane sees the count reach SOFT_ROUND_MIN */
             const int per_lane = (bins + 31) / 32;
@@ -661,9 +674,9 @@ __device__ word_t soft_threshold(const soft_segment &s, unsigned *hist, soft_sta
  * by the weights in `weight` - for as long as the best of them ranks at or
  * above the threshold: every other box ranks below it, and a decay only
  * lowers a rank, so none of them can be the reference's next choice. */
-__device__ void soft_resolve(const soft_segment &s, word_t threshold, int64_t limit, const dp_box *cand_box,
+__device__ void soft_resolve(const soft_segment &s, word_t threshold, int64_t limit, const dp_pbox *cand_box,
                              const float *cand_score, const word_t *cand_rank, const int32_t *cand_slot,
-                             const int32_t *cand_tiebreak, const float (*weight)[SOFT_ROUND_MAX], dp_box *taken,
+                             const int32_t *cand_tiebreak, const float (*weight)[SOFT_ROUND_MAX], dp_pbox *taken,
                              int32_t *kept_pos, float *kept_score, soft_state &st)
 {
     const int lane = threadIdx.x, m = (int)st.candidates;
@@ -720,8 +733,8 @@ __global__ void __launch_bounds__(1024)
                      uint64_t *__restrict__ final_keys, int fbits)
 {
     DP_SHARED(soft_state, st, [1]);
-    DP_SHARED(dp_box, taken, [SOFT_ROUND_MAX]);
-    DP_SHARED(dp_box, cand_box, [SOFT_ROUND_MAX]);
+    DP_SHARED(dp_pbox, taken, [SOFT_ROUND_MAX]);
+    DP_SHARED(dp_pbox, cand_box, [SOFT_ROUND_MAX]);
     DP_SHARED(float, cand_score, [SOFT_ROUND_MAX]);
     DP_SHARED(word_t, cand_rank, [SOFT_ROUND_MAX]);
     DP_SHARED(int32_t, cand_slot, [SOFT_ROUND_MAX]);
@@ -736,18 +749,26 @@ __global__ void __launch_bounds__(1024)
         const soft_segment s = {find_segment(segs, seg), box, score, tiebreak, cur, rank,
                                 iou_threshold, sigma, min_score, offset};
         if (threadIdx.x == 0) state.kept = 0, state.taken = 0;
+        /* after the first pass, the ranks still in lie between the last highest one and that of min_score */
+        const word_t lowest = (word_t)~dp_score_key(min_score) << 32;
+        word_t highest = lowest;
         for (bool first = true;; first = false) {
+            const int fixed = first || highest == lowest ? -1 : __clzll((long long)(highest ^ lowest));
+            for (int i = threadIdx.x; i < (1 << SOFT_RADIX_BITS); i += blockDim.x) hist[i] = 0;
             if (threadIdx.x == 0) state.hi_rank = 0, state.lo_rank = ~0ull, state.alive = 0, state.candidates = 0;
             __syncthreads();
-            soft_update<METHOD>(s, taken, first ? 0 : state.taken, first, queue_pair[warp], queue_weight[warp], state);
+            soft_update<METHOD>(s, taken, first ? 0 : state.taken, first, fixed, queue_pair[warp], queue_weight[warp],
+                                hist, state);
             __syncthreads();
             if (state.alive == 0) break;
-            const word_t threshold = soft_threshold(s, hist, state);
+            highest = state.hi_rank;
+            const word_t threshold = soft_threshold(s, fixed, hist, state);
             for (int64_t p = s.v.lo + threadIdx.x; p < s.v.hi; p += blockDim.x) {
                 const word_t r = rank[p];
                 if (r == 0 || r < threshold) continue;
                 const unsigned i = atomicAdd(&state.candidates, 1u);
-                cand_box[i] = box[p];
+                const dp_box b = box[p];
+                cand_box[i] = dp_prepare_box(b.x1, b.y1, b.x2, b.y2, offset);
                 cand_score[i] = cur[p];
                 cand_rank[i] = r;
                 cand_slot[i] = (int32_t)p;
