@@ -33,10 +33,13 @@
  *      as the reference does (best first, decaying the other candidates with
  *      weights the block computed for every pair) for as long as the best
  *      candidate still ranks at or above the lowest initial candidate: every
- *      other box ranks below that and decays only lower it, so none of them
- *      can be the reference's next choice. Detections of different objects
- *      barely overlap, so a round takes many boxes (575 kept boxes of the
- *      10,000-box benchmark take 43 rounds). The next round first applies
+ *      other box ranks below that, and a decay (a product with a weight in
+ *      [0, 1]) only lowers a positive score, so none of them can be the
+ *      reference's next choice; while negative scores, which decays raise
+ *      towards 0, are in, a round's later choices must also beat a score of
+ *      0. Detections of different objects barely overlap, so a round takes
+ *      many boxes (575 kept boxes of the 10,000-box benchmark take 43 rounds
+ *      instead of 575). The next round first applies
  *      the round's decays to every box in selection order, skipping taken
  *      boxes that miss a warp's 32 neighbouring boxes (hence the spatial
  *      order) and computing the weights of the rest densely across the warp.
@@ -671,10 +674,11 @@ __device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *his
 
 /* Warp 0 takes boxes among the round's candidates (two a lane) the way the
  * reference does - the highest current rank, then the decay of the others
- * by the weights in `weight` - for as long as the best of them ranks at or
- * above the threshold: every other box ranks below it, and a decay only
- * lowers a rank, so none of them can be the reference's next choice. */
-__device__ void soft_resolve(const soft_segment &s, word_t threshold, int64_t limit, const dp_pbox *cand_box,
+ * by the weights in `weight`. The first is the best box of all; another is
+ * taken only while the best candidate ranks above `bound`, the highest rank
+ * any other box can reach by then (a decay multiplies by a weight in
+ * [0, 1]: it lowers a positive score and raises a negative one towards 0). */
+__device__ void soft_resolve(const soft_segment &s, word_t bound, int64_t limit, const dp_pbox *cand_box,
                              const float *cand_score, const word_t *cand_rank, const int32_t *cand_slot,
                              const int32_t *cand_tiebreak, const float (*weight)[SOFT_ROUND_MAX], dp_pbox *taken,
                              int32_t *kept_pos, float *kept_score, soft_state &st)
@@ -687,7 +691,7 @@ __device__ void soft_resolve(const soft_segment &s, word_t threshold, int64_t li
     int t = 0;
     while (limit <= 0 || kept < limit) {
         const word_t best = warp_max(r0 > r1 ? r0 : r1);
-        if (best == 0 || best < threshold) break;
+        if (best == 0 || (t > 0 && best <= bound)) break;
         const int mine = r0 == best ? lane : r1 == best ? lane + 32 : -1;
         const int i = __shfl_sync(FULL_MASK, mine, __ffs((int)__ballot_sync(FULL_MASK, mine >= 0)) - 1);
         if (mine >= 0) {
@@ -720,7 +724,7 @@ __device__ void soft_resolve(const soft_segment &s, word_t threshold, int64_t li
  *   threshold the SOFT_ROUND_MIN to SOFT_ROUND_MAX best boxes become the
  *             round's candidates, with the weight of every pair of them;
  *   resolve   one warp takes candidates in the reference's order while the
- *             best of them outranks every other box.
+ *             best of them outranks anything another box can reach.
  * The scores are the reference's bits: each is the same product of the same
  * weights in the same order (a candidate's is recomputed by the next update
  * from its score before the round). */
@@ -749,8 +753,10 @@ __global__ void __launch_bounds__(1024)
         const soft_segment s = {find_segment(segs, seg), box, score, tiebreak, cur, rank,
                                 iou_threshold, sigma, min_score, offset};
         if (threadIdx.x == 0) state.kept = 0, state.taken = 0;
-        /* after the first pass, the ranks still in lie between the last highest one and that of min_score */
-        const word_t lowest = (word_t)~dp_score_key(min_score) << 32;
+        /* after the first pass, the ranks still in lie between that of min_score and the last highest one,
+         * or the highest of a score of 0 while negative scores, which decays raise, are in */
+        const word_t lowest = (word_t)~dp_score_key(min_score) << 32, zero = (word_t)~dp_score_key(0.0f) << 32;
+        const word_t zero_max = zero | 0xffffffffu;
         word_t highest = lowest;
         for (bool first = true;; first = false) {
             const int fixed = first || highest == lowest ? -1 : __clzll((long long)(highest ^ lowest));
@@ -761,18 +767,29 @@ __global__ void __launch_bounds__(1024)
                                 hist, state);
             __syncthreads();
             if (state.alive == 0) break;
-            highest = state.hi_rank;
+            const bool negative = state.lo_rank < zero;
+            highest = negative && state.hi_rank < zero_max ? zero_max : state.hi_rank;
             const word_t threshold = soft_threshold(s, fixed, hist, state);
-            for (int64_t p = s.v.lo + threadIdx.x; p < s.v.hi; p += blockDim.x) {
-                const word_t r = rank[p];
-                if (r == 0 || r < threshold) continue;
-                const unsigned i = atomicAdd(&state.candidates, 1u);
-                const dp_box b = box[p];
-                cand_box[i] = dp_prepare_box(b.x1, b.y1, b.x2, b.y2, offset);
-                cand_score[i] = cur[p];
-                cand_rank[i] = r;
-                cand_slot[i] = (int32_t)p;
-                cand_tiebreak[i] = tiebreak[p];
+            /* the highest rank a box outside the candidates can reach: below the threshold, or up to 0 */
+            const word_t bound = threshold == 0 ? 0 : negative && threshold <= zero_max ? zero_max : threshold - 1;
+            /* the candidates: four ranks a thread are read before any is tested, so the loads overlap */
+            for (int64_t base = s.v.lo + threadIdx.x; base < s.v.hi; base += 4 * (int64_t)blockDim.x) {
+                word_t r[4];
+                for (int k = 0; k < 4; ++k) {
+                    const int64_t p = base + (int64_t)k * blockDim.x;
+                    r[k] = p < s.v.hi ? rank[p] : 0;
+                }
+                for (int k = 0; k < 4; ++k) {
+                    if (r[k] == 0 || r[k] < threshold) continue;
+                    const int64_t p = base + (int64_t)k * blockDim.x;
+                    const unsigned i = atomicAdd(&state.candidates, 1u);
+                    const dp_box b = box[p];
+                    cand_box[i] = dp_prepare_box(b.x1, b.y1, b.x2, b.y2, offset);
+                    cand_score[i] = cur[p];
+                    cand_rank[i] = r[k];
+                    cand_slot[i] = (int32_t)p;
+                    cand_tiebreak[i] = tiebreak[p];
+                }
             }
             __syncthreads();
             const int m = (int)state.candidates;
@@ -784,7 +801,7 @@ __global__ void __launch_bounds__(1024)
             }
             __syncthreads();
             if (warp == 0)
-                soft_resolve(s, threshold, limit, cand_box, cand_score, cand_rank, cand_slot, cand_tiebreak, weight,
+                soft_resolve(s, bound, limit, cand_box, cand_score, cand_rank, cand_slot, cand_tiebreak, weight,
                              taken, kept_pos, kept_score, state);
             __syncthreads();
             if (threshold == 0 || (limit > 0 && state.kept >= limit)) break;
