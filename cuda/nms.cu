@@ -8,6 +8,9 @@
  *      score order (non-candidates get the largest key); a stable radix sort
  *      of (key, index) pairs (sort.cuh) lists candidates best first with
  *      equal scores in index order, and the boxes are gathered in that order.
+ *      Soft-NMS does not need that order (it ranks by current score) and
+ *      sorts by a spatial key instead, so that consecutive slots hold nearby
+ *      boxes (see 3).
  *   2. hard / DIoU: blocked greedy over "stripes" of at most 2048 sorted
  *      boxes, so no N x N/64 bit mask is ever resident (100,000 boxes need
  *      25 MiB of masks, a million 32 MiB). Per stripe:
@@ -22,10 +25,26 @@
  *                  every column right of it, one thread per word.
  *      A later stripe only looks at rows no earlier kept box removed, so
  *      clustered detections cost far less than N^2 / 2 overlaps.
- *   3. soft (linear, gaussian): one block; each round a block-wide argmax
- *      of (current score, lower index) picks the next box, then every thread
- *      decays its boxes. The decay is the shared scalar code (nms_math.h),
- *      applied in the same order as the CPU reference, so scores and the
+ *   3. soft (linear, gaussian): one block, in rounds that each take several
+ *      boxes, because one block-wide argmax per kept box makes a chain of
+ *      hundreds of barrier-bound steps. A round makes the 32 to 64 boxes of
+ *      highest current rank (score, then lower index) its candidates - a
+ *      radix select on the ranks - and one warp then takes candidates exactly
+ *      as the reference does (best first, decaying the other candidates with
+ *      weights the block computed for every pair) for as long as the best
+ *      candidate still ranks at or above the lowest initial candidate: every
+ *      other box ranks below that, and a decay (a product with a weight in
+ *      [0, 1]) only lowers a positive score, so none of them can be the
+ *      reference's next choice; while negative scores, which decays raise
+ *      towards 0, are in, a round's later choices must also beat a score of
+ *      0. Detections of different objects barely overlap, so a round takes
+ *      many boxes (575 kept boxes of the 10,000-box benchmark take 43 rounds
+ *      instead of 575). The next round first applies
+ *      the round's decays to every box in selection order, skipping taken
+ *      boxes that miss a warp's 32 neighbouring boxes (hence the spatial
+ *      order) and computing the weights of the rest densely across the warp.
+ *      Every score is the reference's product of the same weights (shared
+ *      scalar code, nms_math.h) in the same order, so scores and the
  *      selection order are bit-identical to it.
  *
  * Batched multi-class NMS (detpost_batched_nms), work segmented by
@@ -59,6 +78,9 @@
 #define SELECT_THREADS 1024
 #define SELECT_BITS 11
 #define NO_KEY 0xffffffffffffffffull
+#define SOFT_ROUND_MAX 64 /* soft-NMS candidates a round decides among: two per lane of one warp */
+#define SOFT_ROUND_MIN 32 /* ... and at least this many while more boxes are in */
+#define SOFT_RADIX_BITS 8
 
 typedef unsigned long long word_t;
 
@@ -156,9 +178,35 @@ __device__ __forceinline__ void finish_segment(const segment_view &v, int64_t ke
 
 /* ---- single-class: keys, gather, output ------------------------------------ */
 
-__global__ void nms_keys(const float *__restrict__ scores, int64_t n, float score_threshold, int soft,
-                         float min_score, uint32_t *__restrict__ keys, int32_t *__restrict__ vals,
-                         int32_t *__restrict__ state)
+/* Float bits as an unsigned integer in the order of the values. */
+__device__ __forceinline__ uint32_t ordered_bits(float f)
+{
+    const uint32_t u = dp_float_bits(f);
+    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
+
+/* The 16 low bits of x moved to the even bit positions. */
+__device__ __forceinline__ uint32_t spread_bits(uint32_t x)
+{
+    x &= 0xffffu;
+    x = (x | (x << 8)) & 0x00ff00ffu;
+    x = (x | (x << 4)) & 0x0f0f0f0fu;
+    x = (x | (x << 2)) & 0x33333333u;
+    return (x | (x << 1)) & 0x55555555u;
+}
+
+/* A key below 0xffffffff under which nearby boxes sort close together: the
+ * Z-order of the box centre (the top 16 ordered bits of each coordinate sum,
+ * so no extent is needed; finer where the values are smaller). */
+__device__ __forceinline__ uint32_t spatial_key(const float *b)
+{
+    const uint32_t x = ordered_bits(b[0] + b[2]) >> 16, y = ordered_bits(b[1] + b[3]) >> 16;
+    return (spread_bits(x) << 1 | spread_bits(y)) >> 1;
+}
+
+__global__ void nms_keys(const float *__restrict__ boxes, const float *__restrict__ scores, int64_t n,
+                         float score_threshold, int soft, float min_score, uint32_t *__restrict__ keys,
+                         int32_t *__restrict__ vals, int32_t *__restrict__ state)
 {
     for (int64_t base = (int64_t)blockIdx.x * blockDim.x; base < n; base += (int64_t)gridDim.x * blockDim.x) {
         const int64_t i = base + threadIdx.x;
@@ -166,7 +214,7 @@ __global__ void nms_keys(const float *__restrict__ scores, int64_t n, float scor
         if (i < n) {
             const float s = scores[i];
             candidate = dp_nms_candidate(s, score_threshold, soft, min_score);
-            keys[i] = candidate ? dp_score_key(s) : 0xffffffffu;
+            keys[i] = !candidate ? 0xffffffffu : soft ? spatial_key(boxes + i * 4) : dp_score_key(s);
             vals[i] = (int32_t)i;
         }
         const int count = __syncthreads_count(candidate);
@@ -384,103 +432,386 @@ __global__ void __launch_bounds__(HARD_WINDOW)
 
 /* ---- soft-NMS per segment (single-class and batched) ----------------------- */
 
-/* Larger means a higher score, then a lower tie-break. */
+/* Larger means a higher score, then a lower tie-break; every box still in
+ * has a rank above 0, which therefore stands for "out". */
 __device__ __forceinline__ word_t soft_rank(float score, int32_t tiebreak)
 {
     return ((word_t)~dp_score_key(score) << 32) | (word_t)(~(uint32_t)tiebreak);
 }
 
-__device__ __forceinline__ void warp_argmax(word_t &rank, int64_t &slot)
+__device__ __forceinline__ word_t warp_max(word_t v)
 {
     for (int d = 16; d > 0; d /= 2) {
-        const word_t r = __shfl_down_sync(FULL_MASK, rank, d);
-        const int64_t s = __shfl_down_sync(FULL_MASK, slot, d);
-        if (r > rank) rank = r, slot = s;
+        const word_t o = __shfl_xor_sync(FULL_MASK, v, d);
+        v = o > v ? o : v;
     }
+    return v;
+}
+
+__device__ __forceinline__ word_t warp_min(word_t v)
+{
+    for (int d = 16; d > 0; d /= 2) {
+        const word_t o = __shfl_xor_sync(FULL_MASK, v, d);
+        v = o < v ? o : v;
+    }
+    return v;
 }
 
 /* True when the boxes share no area, so their IoU is 0 and soft-NMS leaves
  * the score exactly as it is (weight 1 for both methods): the same test
- * dp_overlap makes first, without the rest of the arithmetic. */
-__device__ __forceinline__ bool disjoint(const dp_box &a, const dp_box &b, float offset)
+ * dp_overlap makes first, without the rest of the arithmetic. The test only
+ * grows with b, so a box that misses the bounding box of several boxes
+ * misses each of them. */
+template <typename A, typename B>
+__device__ __forceinline__ bool disjoint(const A &a, const B &b, float offset)
 {
     return !(dp_extent(fmaxf(a.x1, b.x1), fminf(a.x2, b.x2), offset) > 0.0f &&
              dp_extent(fmaxf(a.y1, b.y1), fminf(a.y2, b.y2), offset) > 0.0f);
 }
 
-/* Each round: a block-wide argmax of (current score, lower tie-break) takes
- * a box, then every thread decays its boxes that overlap it. A thread keeps
- * its own best between rounds and rescans only when one of its boxes
- * changed, so a round costs two barriers and the overlap tests. */
+/* The factor b's score is multiplied by when `taken` is selected, computed
+ * as the reference computes it (dp_overlap is dp_overlap_prepared of the
+ * prepared boxes, taken first). */
+template <int METHOD>
+__device__ __forceinline__ float soft_weight(const dp_pbox &taken, const dp_pbox &b, float iou_threshold, float sigma,
+                                             float offset)
+{
+    return dp_soft_nms_weight(METHOD, dp_overlap_prepared(&taken, &b, DP_MODE_IOU, offset), iou_threshold, sigma);
+}
+
+struct soft_segment {
+    segment_view v;
+    const dp_box *box;
+    const float *score;
+    const int32_t *tiebreak;
+    float *cur;   /* score after every decay applied so far; NaN once taken */
+    word_t *rank; /* soft_rank of cur, 0 for a box that is out */
+    float iou_threshold, sigma, min_score, offset;
+};
+
+/* What the threads of a soft-NMS block share between the steps of a round. */
+struct soft_state {
+    word_t hi_rank, lo_rank; /* highest and lowest rank of the boxes still in */
+    word_t prefix;           /* radix select: the digits chosen so far */
+    word_t threshold;        /* the round's candidates rank at or above it */
+    int64_t above;           /* radix select: boxes above the prefix */
+    int64_t kept;            /* boxes the segment kept so far */
+    unsigned alive;          /* boxes still in */
+    unsigned candidates;     /* boxes the round decides among */
+    int taken;               /* boxes the last round took */
+    int done;                /* radix select: the threshold is found */
+};
+
+/* Applies to each lane's score c the decays of the taken boxes its bits name
+ * (bit j: taken[j]; bits in selection order), which are all the taken boxes
+ * with a weight other than 1. The weights are the expensive part, so the
+ * warp computes them 32 (box, taken box) pairs at a time whichever lanes the
+ * pairs belong to, and a lane with many overlaps does not hold the other 31
+ * back; each lane then multiplies its own weights in selection order with
+ * the reference's drop test before each multiplication. */
+template <int METHOD>
+__device__ float soft_decay_warp(const soft_segment &s, float c, word_t bits, const dp_box &b, const dp_pbox *taken,
+                                 int32_t *queue_pair, float *queue_weight)
+{
+    const int lane = threadIdx.x % 32;
+    const int count = __popcll(bits);
+    int end = count;
+    for (int d = 1; d < 32; d *= 2) {
+        const int o = __shfl_up_sync(FULL_MASK, end, d);
+        if (lane >= d) end += o;
+    }
+    const int total = __shfl_sync(FULL_MASK, end, 31), begin = end - count;
+    for (int base = 0; base < total; base += 32) {
+        const int from = begin > base ? begin : base, to = end < base + 32 ? end : base + 32;
+        for (int q = from; q < to; ++q) {
+            queue_pair[q - base] = lane << 6 | (__ffsll((long long)bits) - 1);
+            bits &= bits - 1;
+        }
+        __syncwarp();
+        const bool busy = base + lane < total;
+        const int pair = busy ? queue_pair[lane] : lane << 6, owner = pair >> 6;
+        const dp_pbox other =
+            dp_prepare_box(__shfl_sync(FULL_MASK, b.x1, owner), __shfl_sync(FULL_MASK, b.y1, owner),
+                           __shfl_sync(FULL_MASK, b.x2, owner), __shfl_sync(FULL_MASK, b.y2, owner), s.offset);
+        queue_weight[lane] =
+            busy ? soft_weight<METHOD>(taken[pair & 63], other, s.iou_threshold, s.sigma, s.offset) : 1.0f;
+        __syncwarp();
+        for (int q = from; q < to; ++q)
+            if (c >= s.min_score) c = DP_MUL(c, queue_weight[q - base]);
+        __syncwarp(); /* the queue is refilled */
+    }
+    return c;
+}
+
+/* Brings every box still in up to date with the decays of the boxes the last
+ * round took (taken[0, t), in selection order: the reference's sequence of
+ * multiplications for each box) and stores its score and rank; adds up the
+ * boxes still in and their highest and lowest rank in `st`, and with
+ * fixed >= 0 counts their ranks' digit below the first `fixed` bits in
+ * `hist` (the radix select's first pass). A warp visits 32 consecutive slots
+ * at a time (single-class slots are in spatial order): a taken box that
+ * misses the bounding box of the warp's boxes misses each of them, and only
+ * the others are tested box by box. The first pass starts from the input
+ * scores and writes every slot. */
+template <int METHOD>
+__device__ void soft_update(const soft_segment &s, const dp_pbox *taken, int t, bool first, int fixed,
+                            int32_t *queue_pair, float *queue_weight, unsigned *hist, soft_state &st)
+{
+    const int width = 64 - fixed < SOFT_RADIX_BITS ? 64 - fixed : SOFT_RADIX_BITS, shift = 64 - fixed - width;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    word_t hi = 0, lo = ~0ull;
+    unsigned alive_count = 0;
+    for (int64_t base = s.v.lo + (int64_t)warp * 32; base < s.v.hi; base += (int64_t)warps * 32) {
+        const int64_t p = base + lane;
+        const bool in = p < s.v.hi;
+        float c = in ? (first ? s.score[p] : s.cur[p]) : NAN;
+        bool alive = c >= s.min_score;
+        if (!first && !__any_sync(FULL_MASK, alive)) continue;
+        const dp_box b = alive ? s.box[p] : dp_box{0.0f, 0.0f, 0.0f, 0.0f};
+        const int32_t tiebreak = alive ? s.tiebreak[p] : 0;
+        if (t > 0) {
+            const bool counted = alive && dp_prepare_box(b.x1, b.y1, b.x2, b.y2, s.offset).nonempty;
+            dp_box u = {counted ? b.x1 : INFINITY, counted ? b.y1 : INFINITY, counted ? b.x2 : -INFINITY,
+                        counted ? b.y2 : -INFINITY};
+            for (int d = 16; d > 0; d /= 2) {
+                u.x1 = fminf(u.x1, __shfl_xor_sync(FULL_MASK, u.x1, d));
+                u.y1 = fminf(u.y1, __shfl_xor_sync(FULL_MASK, u.y1, d));
+                u.x2 = fmaxf(u.x2, __shfl_xor_sync(FULL_MASK, u.x2, d));
+                u.y2 = fmaxf(u.y2, __shfl_xor_sync(FULL_MASK, u.y2, d));
+            }
+            const word_t near =
+                (word_t)__ballot_sync(FULL_MASK, lane < t && !disjoint(taken[lane], u, s.offset)) |
+                (word_t)__ballot_sync(FULL_MASK, lane + 32 < t && !disjoint(taken[lane + 32], u, s.offset)) << 32;
+            word_t bits = 0;
+            if (counted)
+                for (word_t todo = near; todo; todo &= todo - 1) {
+                    const int j = __ffsll((long long)todo) - 1;
+                    if (!disjoint(taken[j], b, s.offset)) bits |= 1ull << j;
+                }
+            c = soft_decay_warp<METHOD>(s, c, bits, b, taken, queue_pair, queue_weight);
+            if (bits) s.cur[p] = c;
+            alive = c >= s.min_score;
+        }
+        if (first && in) s.cur[p] = c;
+        word_t r = 0;
+        if (alive) {
+            r = soft_rank(c, tiebreak);
+            hi = r > hi ? r : hi;
+            lo = r < lo ? r : lo;
+            ++alive_count;
+            if (fixed >= 0) atomicAdd(&hist[(int)(r >> shift) & ((1 << width) - 1)], 1u);
+        }
+        if (in) s.rank[p] = r;
+    }
+    hi = warp_max(hi);
+    lo = warp_min(lo);
+    for (int d = 16; d > 0; d /= 2) alive_count += __shfl_xor_sync(FULL_MASK, alive_count, d);
+    if (lane == 0 && alive_count > 0) {
+        atomicMax(&st.hi_rank, hi);
+        atomicMin(&st.lo_rank, lo);
+        atomicAdd(&st.alive, alive_count);
+    }
+}
+
+/* A rank threshold with between SOFT_ROUND_MIN and SOFT_ROUND_MAX boxes at
+ * or above it, or 0 (all of them) when no more than SOFT_ROUND_MAX are in: a
+ * radix select, 8 bits a pass over a shared histogram, from a bit above
+ * which every rank still in is the same (`fixed` of them, whose histogram
+ * the update already made; -1: from the highest bit in which the ranks
+ * differ). It stops at the first digit that lands in the range, so the
+ * update's pass is usually the only one. */
+__device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *hist, soft_state &st)
+{
+    if (st.alive <= SOFT_ROUND_MAX) return 0;
+    const int lane = threadIdx.x % 32;
+    bool counted = fixed >= 0;
+    if (!counted) fixed = __clzll((long long)(st.hi_rank ^ st.lo_rank));
+    word_t prefix = fixed ? st.hi_rank >> (64 - fixed) : 0;
+    int64_t above = 0;
+    for (;;) {
+        const int width = 64 - fixed < SOFT_RADIX_BITS ? 64 - fixed : SOFT_RADIX_BITS, shift = 64 - fixed - width;
+        const int bins = 1 << width;
+        if (!counted) {
+            for (int i = threadIdx.x; i < bins; i += blockDim.x) hist[i] = 0;
+            __syncthreads();
+            for (int64_t p = s.v.lo + threadIdx.x; p < s.v.hi; p += blockDim.x) {
+                const word_t r = s.rank[p];
+                if (r != 0 && (fixed == 0 || r >> (64 - fixed) == prefix))
+                    atomicAdd(&hist[(int)(r >> shift) & (bins - 1)], 1u);
+            }
+            __syncthreads();
+        }
+        counted = false;
+        if (threadIdx.x < 32) {
+            /* lane l counts its bins from the top down; one lane sees the count reach SOFT_ROUND_MIN */
+            const int per_lane = (bins + 31) / 32;
+            int64_t sum = 0;
+            for (int k = 0; k < per_lane; ++k) {
+                const int bin = bins - 1 - (lane * per_lane + k);
+                if (bin >= 0) sum += hist[bin];
+            }
+            int64_t upto = sum;
+            for (int d = 1; d < 32; d *= 2) {
+                const int64_t o = __shfl_up_sync(FULL_MASK, upto, d);
+                if (lane >= d) upto += o;
+            }
+            int64_t cum = above + upto - sum;
+            if (cum < SOFT_ROUND_MIN && cum + sum >= SOFT_ROUND_MIN) {
+                for (int k = 0; k < per_lane; ++k) {
+                    const int bin = bins - 1 - (lane * per_lane + k);
+                    cum += hist[bin];
+                    if (cum >= SOFT_ROUND_MIN) {
+                        st.prefix = (prefix << width) | (word_t)bin;
+                        st.threshold = st.prefix << shift;
+                        st.above = cum - hist[bin];
+                        st.done = cum <= SOFT_ROUND_MAX;
+                        break;
+                    }
+                }
+            }
+        }
+        __syncthreads();
+        if (st.done) return st.threshold;
+        prefix = st.prefix, above = st.above, fixed += width;
+    }
+}
+
+/* Warp 0 takes boxes among the round's candidates (two a lane) the way the
+ * reference does - the highest current rank, then the decay of the others
+ * by the weights in `weight`. The first is the best box of all; another is
+ * taken only while the best candidate ranks above `bound`, the highest rank
+ * any other box can reach by then (a decay multiplies by a weight in
+ * [0, 1]: it lowers a positive score and raises a negative one towards 0). */
+__device__ void soft_resolve(const soft_segment &s, word_t bound, int64_t limit, const dp_pbox *cand_box,
+                             const float *cand_score, const word_t *cand_rank, const int32_t *cand_slot,
+                             const int32_t *cand_tiebreak, const float (*weight)[SOFT_ROUND_MAX], dp_pbox *taken,
+                             int32_t *kept_pos, float *kept_score, soft_state &st)
+{
+    const int lane = threadIdx.x, m = (int)st.candidates;
+    float s0 = lane < m ? cand_score[lane] : 0.0f, s1 = lane + 32 < m ? cand_score[lane + 32] : 0.0f;
+    word_t r0 = lane < m ? cand_rank[lane] : 0, r1 = lane + 32 < m ? cand_rank[lane + 32] : 0;
+    const int32_t tb0 = lane < m ? cand_tiebreak[lane] : 0, tb1 = lane + 32 < m ? cand_tiebreak[lane + 32] : 0;
+    int64_t kept = st.kept;
+    int t = 0;
+    while (limit <= 0 || kept < limit) {
+        const word_t best = warp_max(r0 > r1 ? r0 : r1);
+        if (best == 0 || (t > 0 && best <= bound)) break;
+        const int mine = r0 == best ? lane : r1 == best ? lane + 32 : -1;
+        const int i = __shfl_sync(FULL_MASK, mine, __ffs((int)__ballot_sync(FULL_MASK, mine >= 0)) - 1);
+        if (mine >= 0) {
+            const int32_t slot = cand_slot[i];
+            kept_pos[s.v.lo + kept] = slot;
+            kept_score[s.v.lo + kept] = mine == lane ? s0 : s1;
+            s.cur[slot] = NAN;
+            s.rank[slot] = 0;
+            taken[t] = cand_box[i];
+            if (mine == lane) r0 = 0;
+            else r1 = 0;
+        }
+        ++kept, ++t;
+        if (r0 != 0) {
+            s0 = DP_MUL(s0, weight[i][lane]);
+            r0 = s0 >= s.min_score ? soft_rank(s0, tb0) : 0;
+        }
+        if (r1 != 0) {
+            s1 = DP_MUL(s1, weight[i][lane + 32]);
+            r1 = s1 >= s.min_score ? soft_rank(s1, tb1) : 0;
+        }
+    }
+    if (lane == 0) st.taken = t, st.kept = kept;
+}
+
+/* Soft-NMS of one segment per block, in rounds that each take several boxes
+ * (see the top of the file):
+ *   update    every box still in applies the decays of the last round's
+ *             boxes and gets its rank;
+ *   threshold the SOFT_ROUND_MIN to SOFT_ROUND_MAX best boxes become the
+ *             round's candidates, with the weight of every pair of them;
+ *   resolve   one warp takes candidates in the reference's order while the
+ *             best of them outranks anything another box can reach.
+ * The scores are the reference's bits: each is the same product of the same
+ * weights in the same order (a candidate's is recomputed by the next update
+ * from its score before the round). */
 template <int METHOD>
 __global__ void __launch_bounds__(1024)
     nms_segment_soft(dp_segments segs, const dp_box *__restrict__ box, const float *__restrict__ score,
-                     const int32_t *__restrict__ tiebreak, float *__restrict__ cur, float iou_threshold, float sigma,
-                     float min_score, float offset, int64_t limit, int32_t *__restrict__ kept_pos,
-                     float *__restrict__ kept_score, int32_t *__restrict__ kept_count,
+                     const int32_t *__restrict__ tiebreak, float *__restrict__ cur, word_t *__restrict__ rank,
+                     float iou_threshold, float sigma, float min_score, float offset, int64_t limit,
+                     int32_t *__restrict__ kept_pos, float *__restrict__ kept_score, int32_t *__restrict__ kept_count,
                      uint64_t *__restrict__ final_keys, int fbits)
 {
-    DP_SHARED(word_t, warp_rank, [32]);
-    DP_SHARED(int64_t, warp_slot, [32]);
-    DP_SHARED(word_t, best_rank, [1]);
-    DP_SHARED(int64_t, best_slot, [1]);
-    DP_SHARED(dp_box, best_box, [1]);
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    DP_SHARED(soft_state, st, [1]);
+    DP_SHARED(dp_pbox, taken, [SOFT_ROUND_MAX]);
+    DP_SHARED(dp_pbox, cand_box, [SOFT_ROUND_MAX]);
+    DP_SHARED(float, cand_score, [SOFT_ROUND_MAX]);
+    DP_SHARED(word_t, cand_rank, [SOFT_ROUND_MAX]);
+    DP_SHARED(int32_t, cand_slot, [SOFT_ROUND_MAX]);
+    DP_SHARED(int32_t, cand_tiebreak, [SOFT_ROUND_MAX]);
+    DP_SHARED(float, weight, [SOFT_ROUND_MAX][SOFT_ROUND_MAX]);
+    DP_SHARED(int32_t, queue_pair, [32][32]);
+    DP_SHARED(float, queue_weight, [32][32]);
+    DP_SHARED(unsigned, hist, [1 << SOFT_RADIX_BITS]);
+    soft_state &state = st[0];
+    const int warp = threadIdx.x / 32;
     for (int64_t seg = blockIdx.x; seg < segs.total; seg += gridDim.x) {
-        const segment_view v = find_segment(segs, seg);
-        for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) cur[p] = score[p];
-        int64_t kept = 0;
-        bool rescan = true;
-        word_t mine = 0;
-        int64_t mine_slot = -1;
-        while (v.lo < v.hi) {
-            if (rescan) {
-                mine = 0, mine_slot = -1;
-                for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) {
-                    const float c = cur[p];
-                    if (c >= min_score) {
-                        const word_t r = soft_rank(c, tiebreak[p]);
-                        if (r > mine) mine = r, mine_slot = p;
-                    }
+        const soft_segment s = {find_segment(segs, seg), box, score, tiebreak, cur, rank,
+                                iou_threshold, sigma, min_score, offset};
+        if (threadIdx.x == 0) state.kept = 0, state.taken = 0;
+        /* after the first pass, the ranks still in lie between that of min_score and the last highest one,
+         * or the highest of a score of 0 while negative scores, which decays raise, are in */
+        const word_t lowest = (word_t)~dp_score_key(min_score) << 32, zero = (word_t)~dp_score_key(0.0f) << 32;
+        const word_t zero_max = zero | 0xffffffffu;
+        word_t highest = lowest;
+        for (bool first = true;; first = false) {
+            const int fixed = first || highest == lowest ? -1 : __clzll((long long)(highest ^ lowest));
+            for (int i = threadIdx.x; i < (1 << SOFT_RADIX_BITS); i += blockDim.x) hist[i] = 0;
+            if (threadIdx.x == 0) state.hi_rank = 0, state.lo_rank = ~0ull, state.alive = 0, state.candidates = 0;
+            __syncthreads();
+            soft_update<METHOD>(s, taken, first ? 0 : state.taken, first, fixed, queue_pair[warp], queue_weight[warp],
+                                hist, state);
+            __syncthreads();
+            if (state.alive == 0) break;
+            const bool negative = state.lo_rank < zero;
+            highest = negative && state.hi_rank < zero_max ? zero_max : state.hi_rank;
+            const word_t threshold = soft_threshold(s, fixed, hist, state);
+            /* the highest rank a box outside the candidates can reach: below the threshold, or up to 0 */
+            const word_t bound = threshold == 0 ? 0 : negative && threshold <= zero_max ? zero_max : threshold - 1;
+            /* the candidates: four ranks a thread are read before any is tested, so the loads overlap */
+            for (int64_t base = s.v.lo + threadIdx.x; base < s.v.hi; base += 4 * (int64_t)blockDim.x) {
+                word_t r[4];
+                for (int k = 0; k < 4; ++k) {
+                    const int64_t p = base + (int64_t)k * blockDim.x;
+                    r[k] = p < s.v.hi ? rank[p] : 0;
+                }
+                for (int k = 0; k < 4; ++k) {
+                    if (r[k] == 0 || r[k] < threshold) continue;
+                    const int64_t p = base + (int64_t)k * blockDim.x;
+                    const unsigned i = atomicAdd(&state.candidates, 1u);
+                    const dp_box b = box[p];
+                    cand_box[i] = dp_prepare_box(b.x1, b.y1, b.x2, b.y2, offset);
+                    cand_score[i] = cur[p];
+                    cand_rank[i] = r[k];
+                    cand_slot[i] = (int32_t)p;
+                    cand_tiebreak[i] = tiebreak[p];
                 }
             }
-            word_t rank = mine;
-            int64_t slot = mine_slot;
-            warp_argmax(rank, slot);
-            if (lane == 0) warp_rank[warp] = rank, warp_slot[warp] = slot;
             __syncthreads();
-            if (warp == 0) {
-                rank = lane < warps ? warp_rank[lane] : 0;
-                slot = lane < warps ? warp_slot[lane] : -1;
-                warp_argmax(rank, slot);
-                if (lane == 0) {
-                    best_rank[0] = rank, best_slot[0] = slot;
-                    if (rank != 0) {
-                        best_box[0] = box[slot];
-                        kept_pos[v.lo + kept] = (int32_t)slot;
-                        kept_score[v.lo + kept] = cur[slot];
-                        cur[slot] = NAN; /* taken */
-                    }
-                }
+            const int m = (int)state.candidates;
+            for (int e = threadIdx.x; e < m * m; e += blockDim.x) {
+                const int i = e / m, j = e - i * m;
+                weight[i][j] = i != j && !disjoint(cand_box[i], cand_box[j], offset)
+                                   ? soft_weight<METHOD>(cand_box[i], cand_box[j], iou_threshold, sigma, offset)
+                                   : 1.0f;
             }
             __syncthreads();
-            if (best_rank[0] == 0) break;
-            ++kept;
-            if (limit > 0 && kept >= limit) break;
-            const dp_box taken = best_box[0];
-            rescan = best_slot[0] == mine_slot;
-            for (int64_t p = v.lo + threadIdx.x; p < v.hi; p += blockDim.x) {
-                const float c = cur[p];
-                if (!(c >= min_score)) continue;
-                const dp_box b = box[p];
-                if (disjoint(taken, b, offset)) continue;
-                const float decayed = dp_soft_nms_decay(METHOD, c, box_overlap<DP_MODE_IOU>(taken, b, offset),
-                                                        iou_threshold, sigma);
-                if (!(decayed == c)) cur[p] = decayed, rescan = true;
-            }
+            if (warp == 0)
+                soft_resolve(s, bound, limit, cand_box, cand_score, cand_rank, cand_slot, cand_tiebreak, weight,
+                             taken, kept_pos, kept_score, state);
+            __syncthreads();
+            if (threshold == 0 || (limit > 0 && state.kept >= limit)) break;
         }
-        finish_segment(v, kept, kept_pos, kept_score, tiebreak, kept_count, final_keys, fbits);
-        __syncthreads();
+        finish_segment(s.v, state.kept, kept_pos, kept_score, tiebreak, kept_count, final_keys, fbits);
+        __syncthreads(); /* the shared state is reset for the next segment */
     }
 }
 
@@ -506,6 +837,7 @@ struct nms_ws {
     int32_t *kept_pos;
     float *kept_score;
     float *cur;     /* soft */
+    word_t *rank;   /* soft: the sort keys' space, free once the boxes are gathered */
     word_t *remv;   /* hard: removal bits of every sorted position */
     word_t *mask;   /* hard: one stripe's suppression bits, stripe_rows x words */
 };
@@ -515,8 +847,8 @@ static size_t nms_layout(dp_carver *c, const detpost_nms_params *p, int64_t n, n
     *ws = nms_ws();
     const size_t un = (size_t)n;
     ws->state = (int32_t *)dp_carve(c, 4 * sizeof(int32_t));
-    ws->keys_in = (uint32_t *)dp_carve(c, un * sizeof(uint32_t));
-    ws->keys_out = (uint32_t *)dp_carve(c, un * sizeof(uint32_t));
+    ws->keys_in = (uint32_t *)dp_carve(c, 2 * un * sizeof(uint32_t));
+    ws->keys_out = ws->keys_in ? ws->keys_in + un : NULL;
     ws->order_in = (int32_t *)dp_carve(c, un * sizeof(int32_t));
     ws->order = (int32_t *)dp_carve(c, un * sizeof(int32_t));
     ws->sort_temp_bytes = dp_sort_pairs_u32_temp(n);
@@ -527,6 +859,7 @@ static size_t nms_layout(dp_carver *c, const detpost_nms_params *p, int64_t n, n
     ws->kept_score = (float *)dp_carve(c, un * sizeof(float));
     if (dp_nms_is_soft(p->method)) {
         ws->cur = (float *)dp_carve(c, un * sizeof(float));
+        ws->rank = (word_t *)ws->keys_in;
     } else {
         const int64_t words = (n + 63) / 64;
         ws->remv = (word_t *)dp_carve(c, (size_t)words * sizeof(word_t));
@@ -590,13 +923,13 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
 template <int METHOD>
 static cudaError_t launch_soft(const dp_segments &segs, unsigned threads, const detpost_nms_params *p, int64_t limit,
                                const dp_box *box, const float *score, const int32_t *tiebreak, float *cur,
-                               int32_t *kept_pos, float *kept_score, int32_t *kept_count, uint64_t *final_keys,
-                               int fbits, cudaStream_t s)
+                               word_t *rank, int32_t *kept_pos, float *kept_score, int32_t *kept_count,
+                               uint64_t *final_keys, int fbits, cudaStream_t s)
 {
     const int64_t blocks = segs.total < 65535 ? segs.total : 65535;
     dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads), 0, s);
-    return DP_LAUNCH(nms_segment_soft<METHOD>, cfg, segs, box, score, tiebreak, cur, p->iou_threshold, p->sigma,
-                     p->min_score, p->offset, limit, kept_pos, kept_score, kept_count, final_keys, fbits);
+    return DP_LAUNCH(nms_segment_soft<METHOD>, cfg, segs, box, score, tiebreak, cur, rank, p->iou_threshold,
+                     p->sigma, p->min_score, p->offset, limit, kept_pos, kept_score, kept_count, final_keys, fbits);
 }
 
 detpost_status cuda_nms(detpost_ctx *ctx, const detpost_nms_params *p, const float *boxes, const float *scores,
@@ -621,7 +954,7 @@ detpost_status cuda_nms(detpost_ctx *ctx, const detpost_nms_params *p, const flo
     dp_launch_cfg keys_cfg(grid, block, 0, s);
     keys_cfg.out(ws.keys_in, (size_t)n * sizeof(uint32_t)).out(ws.order_in, (size_t)n * sizeof(int32_t));
     DP_CUDA_TRY(ctx,
-                DP_LAUNCH(nms_keys, keys_cfg, scores, n, p->score_threshold, soft, p->min_score, ws.keys_in,
+                DP_LAUNCH(nms_keys, keys_cfg, boxes, scores, n, p->score_threshold, soft, p->min_score, ws.keys_in,
                           ws.order_in, ws.state),
                 "launching the NMS key kernel");
     st = dp_sort_pairs_u32(ctx, ws.sort_temp, ws.sort_temp_bytes, ws.keys_in, ws.keys_out, ws.order_in, ws.order, n);
@@ -637,10 +970,10 @@ detpost_status cuda_nms(detpost_ctx *ctx, const detpost_nms_params *p, const flo
         const unsigned threads = threads_for(n);
         if (p->method == DETPOST_NMS_LINEAR)
             err = launch_soft<DP_NMS_LINEAR>(segs, threads, p, p->max_output, ws.box, ws.score, ws.order, ws.cur,
-                                             ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s);
+                                             ws.rank, ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s);
         else
             err = launch_soft<DP_NMS_GAUSSIAN>(segs, threads, p, p->max_output, ws.box, ws.score, ws.order, ws.cur,
-                                               ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s);
+                                               ws.rank, ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s);
         DP_CUDA_TRY(ctx, err, "launching the soft-NMS kernel");
     } else {
         st = p->method == DETPOST_NMS_DIOU ? run_stripes<DP_MODE_DIOU>(ctx, p, n, ws)
@@ -960,13 +1293,14 @@ detpost_status cuda_batched_nms(detpost_ctx *ctx, const detpost_batched_nms_para
         case DETPOST_NMS_GAUSSIAN: {
             const int64_t expected = sh.agnostic ? sh.cap : 4 * sh.cap / (sh.classes > 0 ? sh.classes : 1);
             const unsigned threads = threads_for(expected);
+            word_t *rank = (word_t *)ws.sorted; /* free until the final sort writes it */
             err = p->nms.method == DETPOST_NMS_LINEAR
                       ? launch_soft<DP_NMS_LINEAR>(segs, threads, &p->nms, limit, ws.box, ws.score, ws.tiebreak,
-                                                   ws.cur, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys,
+                                                   ws.cur, rank, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys,
                                                    sh.fbits, s)
                       : launch_soft<DP_NMS_GAUSSIAN>(segs, threads, &p->nms, limit, ws.box, ws.score, ws.tiebreak,
-                                                     ws.cur, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys,
-                                                     sh.fbits, s);
+                                                     ws.cur, rank, ws.kept_pos, ws.kept_score, ws.kept_count,
+                                                     ws.keys, sh.fbits, s);
             break;
         }
         }

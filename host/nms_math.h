@@ -98,12 +98,23 @@ DP_HD float dp_exp(float x)
     return DP_MUL(p, dp_bits_float((uint32_t)(ki + 127) << 23));
 }
 
+/* The factor soft-NMS multiplies a remaining box's score by after it
+ * selected a box that overlaps it by `iou`; exactly 1 where the score stays
+ * as it is (linear at or below the threshold, gaussian at iou 0), and a
+ * product with 1 is exact, so the decay below equals "leave it alone" there.
+ * It does not depend on the score: the kernels compute it apart from the
+ * multiplication. */
+DP_HD float dp_soft_nms_weight(int method, float iou, float iou_threshold, float sigma)
+{
+    if (method == DP_NMS_LINEAR) return iou > iou_threshold ? 1.0f - iou : 1.0f;
+    return dp_exp(-DP_MUL(iou, iou) / sigma);
+}
+
 /* The score of a remaining box after soft-NMS selected a box that overlaps
  * it by `iou`. */
 DP_HD float dp_soft_nms_decay(int method, float score, float iou, float iou_threshold, float sigma)
 {
-    if (method == DP_NMS_LINEAR) return iou > iou_threshold ? DP_MUL(score, 1.0f - iou) : score;
-    return DP_MUL(score, dp_exp(-DP_MUL(iou, iou) / sigma));
+    return DP_MUL(score, dp_soft_nms_weight(method, iou, iou_threshold, sigma));
 }
 
 /* Corners of a box stored in the given coding. */

@@ -582,6 +582,296 @@ Test(batched_nms, agrees_with_single_class_cpu)
     detpost_destroy(cpu);
 }
 
+/* ---- soft-NMS rounds ------------------------------------------------------------------------ */
+
+/* The CUDA soft-NMS takes several boxes a round: among the 32 to 64 best it
+ * follows the reference while the best of them outranks every other box,
+ * and stops where a decay may let an outside box overtake. These inputs are
+ * built so that rounds take many boxes, stop on decays of every size, on
+ * equal scores and on boxes dropping below min_score; the CUDA results must
+ * be the reference's bits under every schedule. */
+
+/* A round that must stop early. 32 boxes score >= 0.75 and all others
+ * < 0.75; 0.75 has no mantissa bit below the top one, so whatever digits
+ * the radix select looks at, those 32 are exactly the first round's
+ * candidates. A (0.99) overlaps B (0.75) by 1/16 of a 64-pixel column, IoU
+ * 4/8188 = 4.9e-4: the gaussian weight is 1 - 8 ulp (0x3f7ffff8), the
+ * linear one at threshold 0 is 0.9995, so B falls just below C
+ * (0.74999994, the float below 0.75), which is not a candidate. The
+ * reference takes A, the 30 other high boxes, C, then B, decayed once more
+ * by C (IoU 0.28); taking B once it is the best candidate would put it
+ * ahead of C and decay C instead. 40 boxes below 0.1 come last. */
+enum { STOP_OTHERS = 30, STOP_LOW = 40, STOP_N = 3 + STOP_OTHERS + STOP_LOW };
+static const float stop_c_score = 0.7499999404f;
+
+static void stop_scenario(float *boxes, float *scores)
+{
+    const float fixed[3][4] = {{0, 0, 64, 64}, {63.9375f, 0, 127.9375f, 64}, {100, 0, 164, 64}};
+    memcpy(boxes, fixed, sizeof fixed);
+    scores[0] = 0.99f, scores[1] = 0.75f, scores[2] = stop_c_score;
+    for (int i = 0; i < STOP_OTHERS; ++i) {
+        float *b = boxes + (3 + i) * 4;
+        b[0] = 300.0f + 100.0f * (float)i, b[1] = 0, b[2] = b[0] + 64, b[3] = 64;
+        scores[3 + i] = 0.98f - 0.0075f * (float)i;
+    }
+    for (int i = 0; i < STOP_LOW; ++i) {
+        float *b = boxes + (3 + STOP_OTHERS + i) * 4;
+        b[0] = 100.0f * (float)i, b[1] = 500, b[2] = b[0] + 64, b[3] = 564;
+        scores[3 + STOP_OTHERS + i] = 0.05f + 0.001f * (float)i;
+    }
+}
+
+static void check_stop_order(const nms_out *o, const char *what)
+{
+    cr_assert_eq(o->num, STOP_N, "%s: kept %lld", what, (long long)o->num);
+    cr_assert_eq(o->keep[0], 0, "%s: A goes first", what);
+    for (int i = 0; i < STOP_OTHERS; ++i) cr_assert_eq(o->keep[1 + i], 3 + i, "%s: keep[%d]", what, 1 + i);
+    cr_assert_eq(o->keep[1 + STOP_OTHERS], 2, "%s: C goes before the decayed B", what);
+    cr_assert_eq(o->keep[2 + STOP_OTHERS], 1, "%s: then B", what);
+    cr_assert_eq(o->scores[1 + STOP_OTHERS], stop_c_score, "%s: C is not decayed", what);
+    cr_assert_lt(o->scores[2 + STOP_OTHERS], 0.7f, "%s: B is decayed by A and by C", what);
+    for (int i = 0; i < STOP_LOW; ++i)
+        cr_assert_eq(o->keep[3 + STOP_OTHERS + i], STOP_N - 1 - i, "%s: low boxes by score", what);
+}
+
+static detpost_nms_params stop_params(detpost_nms_method method)
+{
+    detpost_nms_params p = detpost_nms_params_default();
+    p.method = method;
+    p.iou_threshold = 0.0f;
+    return p;
+}
+
+Test(nms, soft_round_stop_cpu)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU);
+    float boxes[STOP_N * 4], scores[STOP_N];
+    stop_scenario(boxes, scores);
+    for (int m = DETPOST_NMS_LINEAR; m <= DETPOST_NMS_GAUSSIAN; ++m) {
+        const detpost_nms_params p = stop_params((detpost_nms_method)m);
+        nms_out o = run_nms(cpu, &p, boxes, scores, STOP_N);
+        check_stop_order(&o, method_names[m]);
+        free_nms_out(&o);
+    }
+    detpost_destroy(cpu);
+}
+
+#if TEST_HAS_CUDA
+/* Boxes around objects on a grid of cols x rows cells of 100 pixels: the
+ * object in each cell is `size` cells wide (above 1, neighbours overlap),
+ * and box i belongs to object i % objects, its corners moved by up to
+ * `jitter` of the object's size. */
+static void object_grid(t_rng *r, float *boxes, int64_t n, int cols, int rows, float size, float jitter)
+{
+    const int objects = cols * rows;
+    for (int64_t i = 0; i < n; ++i) {
+        const int o = (int)(i % objects);
+        const float s = 100.0f * size, x = 100.0f * (float)(o % cols), y = 100.0f * (float)(o / cols);
+        float *b = boxes + i * 4;
+        b[0] = x + s * t_uniform(r, -jitter, jitter);
+        b[1] = y + s * t_uniform(r, -jitter, jitter);
+        b[2] = x + s + s * t_uniform(r, -jitter, jitter);
+        b[3] = y + s + s * t_uniform(r, -jitter, jitter);
+    }
+}
+
+enum { SCORES_UNIFORM, SCORES_TIED, SCORES_NEAR_MIN, SCORES_SIGNED };
+
+typedef struct grid_case {
+    const char *what;
+    int cols, rows, per_object;
+    float size, jitter;
+    int scores;
+    float sigma, min_score, iou_threshold;
+    int64_t max_output;
+} grid_case;
+
+static const grid_case grid_cases[] = {
+    {"one box per object: rounds take every candidate", 25, 20, 1, 0.5f, 0.0f, SCORES_UNIFORM, 0.5f, 0.001f, 0.3f, 0},
+    {"clusters on disjoint objects", 16, 12, 6, 0.6f, 0.1f, SCORES_UNIFORM, 0.5f, 0.001f, 0.3f, 0},
+    {"objects overlapping their neighbours", 12, 10, 8, 1.3f, 0.15f, SCORES_UNIFORM, 0.5f, 0.001f, 0.3f, 0},
+    {"objects touching their neighbours", 14, 10, 5, 1.0f, 0.02f, SCORES_UNIFORM, 0.5f, 0.001f, 0.0f, 0},
+    {"equal scores across disjoint boxes", 20, 10, 3, 0.4f, 0.05f, SCORES_TIED, 0.5f, 0.001f, 0.3f, 0},
+    {"drops below min_score inside rounds", 12, 12, 10, 0.9f, 0.2f, SCORES_NEAR_MIN, 0.1f, 0.3f, 0.2f, 0},
+    {"max_output inside a round", 16, 12, 4, 0.6f, 0.1f, SCORES_UNIFORM, 0.5f, 0.001f, 0.3f, 157},
+    /* a decay raises a negative score towards 0: boxes outside the candidates can climb */
+    {"negative scores and zeros", 8, 6, 4, 1.2f, 0.15f, SCORES_SIGNED, 0.5f, -0.9f, 0.1f, 0},
+};
+
+static float grid_score(t_rng *r, int kind)
+{
+    switch (kind) {
+    case SCORES_TIED: return (float)(1 + t_next(r) % 8) / 8.0f;
+    case SCORES_NEAR_MIN: return t_uniform(r, 0.3f, 0.45f);
+    case SCORES_SIGNED: return t_next(r) % 8 == 0 ? (t_next(r) % 2 ? 0.0f : -0.0f) : t_uniform(r, -1.0f, 0.4f);
+    default: return t_uniform(r, 0.0f, 1.0f);
+    }
+}
+
+static int64_t grid_size(const grid_case *g) { return (int64_t)g->cols * g->rows * g->per_object; }
+
+static detpost_nms_params grid_params(const grid_case *g, detpost_nms_method method)
+{
+    detpost_nms_params p = detpost_nms_params_default();
+    p.method = method;
+    p.sigma = g->sigma, p.min_score = g->min_score, p.iou_threshold = g->iou_threshold;
+    p.max_output = g->max_output;
+    return p;
+}
+
+/* Selection order and scores equal the reference's, bit for bit. */
+static void assert_same_nms(const nms_out *got, const nms_out *want, int64_t n, const char *what)
+{
+    cr_assert_eq(got->num, want->num, "%s: kept %lld, reference %lld", what, (long long)got->num,
+                 (long long)want->num);
+    for (int64_t k = 0; k < n; ++k) {
+        cr_assert_eq(got->keep[k], want->keep[k], "%s: keep[%lld] is %lld, reference %lld", what, (long long)k,
+                     (long long)got->keep[k], (long long)want->keep[k]);
+        cr_assert_eq(dp_float_bits(got->scores[k]), dp_float_bits(want->scores[k]),
+                     "%s: keep_scores[%lld] is %.9g, reference %.9g", what, (long long)k, (double)got->scores[k],
+                     (double)want->scores[k]);
+    }
+}
+
+Test(nms, soft_round_stop_cuda)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    float boxes[STOP_N * 4], scores[STOP_N];
+    stop_scenario(boxes, scores);
+    for (int m = DETPOST_NMS_LINEAR; m <= DETPOST_NMS_GAUSSIAN; ++m) {
+        const detpost_nms_params p = stop_params((detpost_nms_method)m);
+        nms_out want = run_nms(cpu, &p, boxes, scores, STOP_N);
+        for (int s = 0; s < t_schedule_count(); ++s) {
+            t_set_schedule(t_schedule(s));
+            nms_out got = run_nms(gpu, &p, boxes, scores, STOP_N);
+            char what[120];
+            snprintf(what, sizeof what, "%s schedule %s", method_names[m], t_schedule(s) ? t_schedule(s) : "gpu");
+            check_stop_order(&got, what);
+            assert_same_nms(&got, &want, STOP_N, what);
+            free_nms_out(&got);
+        }
+        free_nms_out(&want);
+    }
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+
+Test(nms, soft_object_grids_cuda)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    t_rng rng = {31337};
+    for (size_t i = 0; i < sizeof grid_cases / sizeof grid_cases[0]; ++i) {
+        const grid_case *g = &grid_cases[i];
+        const int64_t n = grid_size(g);
+        float *boxes = malloc((size_t)n * 16), *scores = malloc((size_t)n * 4);
+        object_grid(&rng, boxes, n, g->cols, g->rows, g->size, g->jitter);
+        for (int64_t k = 0; k < n; ++k) scores[k] = grid_score(&rng, g->scores);
+        for (int m = DETPOST_NMS_LINEAR; m <= DETPOST_NMS_GAUSSIAN; ++m) {
+            const detpost_nms_params p = grid_params(g, (detpost_nms_method)m);
+            nms_out want = run_nms(cpu, &p, boxes, scores, n);
+            cr_assert_gt(want.num, 64, "%s: more than one round's candidates are kept", g->what);
+            if (g->max_output) cr_assert_eq(want.num, g->max_output, "%s: the limit is reached", g->what);
+            if (g->scores == SCORES_NEAR_MIN) cr_assert_lt(want.num, n, "%s: some boxes are dropped", g->what);
+            for (int s = 0; s < t_schedule_count(); ++s) {
+                t_set_schedule(t_schedule(s));
+                nms_out got = run_nms(gpu, &p, boxes, scores, n);
+                char what[160];
+                snprintf(what, sizeof what, "%s, %s, schedule %s", g->what, method_names[m],
+                         t_schedule(s) ? t_schedule(s) : "gpu");
+                assert_same_nms(&got, &want, n, what);
+                free_nms_out(&got);
+            }
+            free_nms_out(&want);
+        }
+        free(boxes), free(scores);
+    }
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+
+/* The same inputs through batched NMS: per-class segments (each class scores
+ * every box) and one class-agnostic segment holding every class. */
+Test(batched_nms, soft_object_grids_cuda)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    t_rng rng = {4242};
+    enum { B = 2, C = 3 };
+    for (size_t i = 0; i < sizeof grid_cases / sizeof grid_cases[0]; ++i) {
+        const grid_case *g = &grid_cases[i];
+        const int64_t N = grid_size(g) / 2, K = 3 * N;
+        float *boxes = malloc((size_t)(B * N) * 16), *scores = malloc((size_t)(B * N * C) * 4);
+        for (int b = 0; b < B; ++b) object_grid(&rng, boxes + b * N * 4, N, g->cols, g->rows, g->size, g->jitter);
+        for (int64_t k = 0; k < B * N * C; ++k) scores[k] = grid_score(&rng, g->scores);
+        for (int m = DETPOST_NMS_LINEAR; m <= DETPOST_NMS_GAUSSIAN; ++m) {
+            detpost_batched_nms_params p = detpost_batched_nms_params_default();
+            p.nms = grid_params(g, (detpost_nms_method)m);
+            p.nms.max_output = 0;
+            p.pre_nms_top_k = 0;
+            p.max_per_class = g->max_output;
+            p.max_per_image = K;
+            p.class_agnostic = (int)(i % 2);
+            batched_out want = run_batched(cpu, &p, boxes, scores, B, N, C);
+            for (int s = 0; s < t_schedule_count(); ++s) {
+                t_set_schedule(t_schedule(s));
+                batched_out got = run_batched(gpu, &p, boxes, scores, B, N, C);
+                char what[160];
+                snprintf(what, sizeof what, "%s, %s%s, schedule %s", g->what, method_names[m],
+                         p.class_agnostic ? " agnostic" : "", t_schedule(s) ? t_schedule(s) : "gpu");
+                compare_batched(&got, &want, B, K, what);
+                /* equal values are equal bits here (no NaN), but for the zeros: the output's scores come back
+                 * from sort keys, in which -0 is +0 */
+                for (int64_t k = 0; k < B * K; ++k)
+                    cr_assert(got.scores[k] == want.scores[k], "%s: det_scores[%lld] is %.9g, reference %.9g", what,
+                              (long long)k, (double)got.scores[k], (double)want.scores[k]);
+                free_batched_out(&got);
+            }
+            free_batched_out(&want);
+        }
+        free(boxes), free(scores);
+    }
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+#endif
+
+#if TEST_HAS_CUDA
+/* The stopping scenario in two classes of one image: C keeps its score
+ * only when it is taken before B. */
+Test(batched_nms, soft_round_stop_cuda)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    enum { C = 2, K = C * STOP_N };
+    float boxes[STOP_N * 4], single[STOP_N], scores[STOP_N * C];
+    stop_scenario(boxes, single);
+    for (int i = 0; i < STOP_N * C; ++i) scores[i] = single[i / C];
+    for (int m = DETPOST_NMS_LINEAR; m <= DETPOST_NMS_GAUSSIAN; ++m) {
+        detpost_batched_nms_params p = detpost_batched_nms_params_default();
+        p.nms = stop_params((detpost_nms_method)m);
+        p.max_per_image = K;
+        batched_out want = run_batched(cpu, &p, boxes, scores, 1, STOP_N, C);
+        cr_assert_eq(want.num_dets[0], K);
+        for (int k = 0; k < K; ++k) {
+            if (want.indices[k] == 2) cr_assert_eq(want.scores[k], stop_c_score, "C is not decayed");
+            if (want.indices[k] == 1) cr_assert_lt(want.scores[k], 0.7f, "B is decayed by A and by C");
+        }
+        for (int s = 0; s < t_schedule_count(); ++s) {
+            t_set_schedule(t_schedule(s));
+            batched_out got = run_batched(gpu, &p, boxes, scores, 1, STOP_N, C);
+            char what[120];
+            snprintf(what, sizeof what, "%s schedule %s", method_names[m], t_schedule(s) ? t_schedule(s) : "gpu");
+            compare_batched(&got, &want, 1, K, what);
+            for (int k = 0; k < K; ++k)
+                cr_assert(got.scores[k] == want.scores[k], "%s: det_scores[%d] is %.9g, reference %.9g", what, k,
+                          (double)got.scores[k], (double)want.scores[k]);
+            free_batched_out(&got);
+        }
+        free_batched_out(&want);
+    }
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+#endif
+
 /* ---- bad input ------------------------------------------------------------------------------ */
 
 Test(nms, bad_input_gets_status_and_message)
