@@ -12,22 +12,8 @@
 #include <string.h>
 
 #include "box_math.h"
+#include "float_math.h"
 
-DP_HD uint32_t dp_float_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-DP_HD float dp_bits_float(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* Neither infinite nor NaN. */
 DP_HD int dp_finite(float f) { return (dp_float_bits(f) & 0x7f800000u) != 0x7f800000u; }
 
 DP_HD float dp_half_to_float(uint16_t h)
