@@ -73,7 +73,7 @@
 #define NMS_THREADS 256
 #define STRIPE_MAX_ROWS 2048            /* the resolve warp holds one removal word per 64 rows */
 #define MASK_BUDGET ((int64_t)32 << 20) /* bytes of suppression masks per stripe */
-#define MASK_COLUMN_BLOCKS 32           /* blocks sharing the column tiles of one row tile */
+#define MASK_COLUMN_BLOCKS 128          /* blocks sharing the column tiles of one row tile */
 #define HARD_WINDOW 256                 /* candidates a hard segment block decides at once (its threads) */
 #define SELECT_THREADS 1024
 #define SELECT_BITS 11
@@ -92,6 +92,19 @@ template <int MODE>
 __device__ __forceinline__ float box_overlap(const dp_box &a, const dp_box &b, float offset)
 {
     return dp_overlap(a.x1, a.y1, a.x2, a.y2, b.x1, b.y1, b.x2, b.y2, MODE, offset);
+}
+
+/* The index of the lowest set bit, which is cleared. */
+__device__ __forceinline__ int take_lowest(word_t &bits)
+{
+    const int i = __ffsll((long long)bits) - 1;
+    bits &= bits - 1;
+    return i;
+}
+
+__device__ __forceinline__ dp_pbox prepared(const dp_box &b, float offset)
+{
+    return dp_prepare_box(b.x1, b.y1, b.x2, b.y2, offset);
 }
 
 /* Bits of word `word` that are sorted positions below m. */
@@ -261,7 +274,7 @@ __global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__
                                                       const int32_t *__restrict__ state, float iou_threshold,
                                                       float offset, int64_t limit)
 {
-    DP_SHARED(dp_box, cols, [64]);
+    DP_SHARED(dp_pbox, cols, [64]);
     const int64_t m = state[0];
     if (r0 >= m || (limit > 0 && state[1] >= limit)) return;
     const int64_t rt = r0 / 64 + blockIdx.y;
@@ -269,12 +282,12 @@ __global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__
     if (row_alive == 0) return;
     const int t = threadIdx.x;
     const bool mine = (row_alive >> t) & 1;
-    const dp_box me = mine ? box[rt * 64 + t] : dp_box{0.0f, 0.0f, 0.0f, 0.0f};
+    const dp_pbox me = prepared(mine ? box[rt * 64 + t] : dp_box{0.0f, 0.0f, 0.0f, 0.0f}, offset);
     for (int64_t ct = rt + blockIdx.x; ct * 64 < m; ct += gridDim.x) {
         const word_t col_alive = ~remv[ct] & valid_bits(ct, m);
         if (col_alive == 0) continue;
         __syncthreads(); /* the previous tile's columns are no longer read */
-        if (ct * 64 + t < m) cols[t] = box[ct * 64 + t];
+        if (ct * 64 + t < m) cols[t] = prepared(box[ct * 64 + t], offset);
         __syncthreads();
         if (!mine) continue;
         /* only columns still alive matter; on the diagonal only those after the row */
@@ -283,7 +296,7 @@ __global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__
         while (todo) {
             const int j = __ffsll((long long)todo) - 1;
             todo &= todo - 1;
-            if (box_overlap<MODE>(me, cols[j], offset) > iou_threshold) bits |= 1ull << j;
+            if (dp_overlap_prepared(&me, &cols[j], MODE, offset) > iou_threshold) bits |= 1ull << j;
         }
         mask[(rt * 64 + t - r0) * words + ct] = bits;
     }
@@ -318,13 +331,12 @@ __global__ void __launch_bounds__(32)
         const word_t *diag = diag_all + g * 64;
         word_t kept_bits = 0;
         if (lane == 0) {
-            word_t now = removed, todo = ~removed;
-            while (todo) {
-                const int i = __ffsll((long long)todo) - 1;
-                todo &= todo - 1;
-                if ((now >> i) & 1) continue;
+            /* the lowest row neither removed nor taken is the next kept one */
+            word_t now = removed;
+            while (~now) {
+                const int i = __ffsll((long long)~now) - 1;
                 kept_bits |= 1ull << i;
-                now |= diag[i];
+                now |= diag[i] | (1ull << i);
                 if (limit > 0 && kept + __popcll(kept_bits) >= limit) break;
             }
         }
@@ -334,11 +346,16 @@ __global__ void __launch_bounds__(32)
                 kept_pos[kept + __popcll(kept_bits & ((1ull << i) - 1))] = (int32_t)(r0 + g * 64 + i);
         kept += __popcll(kept_bits);
         if (lane > g && lane < groups) {
+            /* issue up to four independent loads before using any: a loop
+             * that ORs each load before the next one waits a full memory
+             * latency per kept row */
             word_t acc = 0, todo = kept_bits;
             while (todo) {
-                const int i = __ffsll((long long)todo) - 1;
-                todo &= todo - 1;
-                acc |= rows_g[(int64_t)i * words + lane];
+                const word_t p0 = rows_g[(int64_t)take_lowest(todo) * words + lane];
+                const word_t p1 = todo ? rows_g[(int64_t)take_lowest(todo) * words + lane] : 0;
+                const word_t p2 = todo ? rows_g[(int64_t)take_lowest(todo) * words + lane] : 0;
+                const word_t p3 = todo ? rows_g[(int64_t)take_lowest(todo) * words + lane] : 0;
+                acc |= p0 | p1 | p2 | p3;
             }
             rem |= acc;
         }
