@@ -11,9 +11,9 @@
  *      Soft-NMS does not need that order (it ranks by current score) and
  *      sorts by a spatial key instead, so that consecutive slots hold nearby
  *      boxes (see 3).
- *   2. hard / DIoU: blocked greedy over "stripes" of at most 4096 sorted
+ *   2. hard / DIoU: blocked greedy over "stripes" of at most 2048 sorted
  *      boxes, so no N x N/64 bit mask is ever resident (100,000 boxes need
- *      31 MiB of masks, a million 32 MiB). Per stripe:
+ *      25 MiB of masks, a million 32 MiB). Per stripe:
  *        mask      64-thread blocks, one per 64-row tile and slice of the
  *                  64-column tiles right of the diagonal, compute suppression
  *                  bits, skipping tiles whose rows or columns were all
@@ -71,8 +71,7 @@
 
 #define FULL_MASK 0xffffffffu
 #define NMS_THREADS 256
-#define RESOLVE_WORDS_PER_LANE 2        /* removal words each lane of the resolve warp holds */
-#define STRIPE_MAX_ROWS (64 * 32 * RESOLVE_WORDS_PER_LANE) /* rows one resolve warp can walk */
+#define STRIPE_MAX_ROWS 2048            /* the resolve warp holds one removal word per 64 rows */
 #define MASK_BUDGET ((int64_t)32 << 20) /* bytes of suppression masks per stripe */
 #define MASK_COLUMN_BLOCKS 128          /* blocks sharing the column tiles of one row tile */
 #define HARD_WINDOW 256                 /* candidates a hard segment block decides at once (its threads) */
@@ -304,10 +303,9 @@ __global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__
 }
 
 /* One warp: the sequential greedy over the stripe's rows. Lane l holds the
- * removal words l, l + 32, ... of the stripe (RESOLVE_WORDS_PER_LANE of
- * them). This walk was the largest part of 10k-box NMS on an H200 (ncu:
- * 173 of about 400 us), so it keeps its global loads off the sequential
- * path: diagonal words fetched up front, kept rows' words in flight together. */
+ * removal word of the stripe's word l (a stripe has at most 32 words). On an
+ * H200 this walk, about 2 us per 64-row group when each group first fetched
+ * its diagonal block from global memory, was most of the time of 10k-box NMS. */
 __global__ void __launch_bounds__(32)
     nms_stripe_resolve(const word_t *__restrict__ mask, const word_t *__restrict__ remv, int64_t words, int64_t r0,
                        int64_t rows, int32_t *__restrict__ state, int32_t *__restrict__ kept_pos, int64_t limit)
@@ -319,11 +317,7 @@ __global__ void __launch_bounds__(32)
     const int lane = threadIdx.x;
     const int64_t w0 = r0 / 64;
     const int groups = (int)((rows + 63) / 64);
-    word_t rem[RESOLVE_WORDS_PER_LANE];
-    for (int k = 0; k < RESOLVE_WORDS_PER_LANE; ++k) {
-        const int w = lane + 32 * k;
-        rem[k] = w < groups ? remv[w0 + w] | ~valid_bits(w0 + w, m) : ~0ull;
-    }
+    word_t rem = lane < groups ? remv[w0 + lane] | ~valid_bits(w0 + lane, m) : ~0ull;
     if (lane == 0) state[2] = (int32_t)kept;
     /* Every row's bits within its own 64-row group, fetched up front in
      * parallel: the sequential walk below then waits on no global load for
@@ -331,10 +325,7 @@ __global__ void __launch_bounds__(32)
     for (int64_t i = lane; i < (int64_t)groups * 64; i += 32) diag_all[i] = mask[i * words + w0 + i / 64];
     __syncwarp();
     for (int g = 0; g < groups; ++g) {
-        word_t held = rem[0];
-        for (int k = 1; k < RESOLVE_WORDS_PER_LANE; ++k)
-            if (g / 32 == k) held = rem[k];
-        const word_t removed = __shfl_sync(FULL_MASK, held, g % 32);
+        const word_t removed = __shfl_sync(FULL_MASK, rem, g);
         if (removed == ~0ull) continue;
         const word_t *rows_g = mask + (int64_t)g * 64 * words + w0;
         const word_t *diag = diag_all + g * 64;
@@ -354,21 +345,19 @@ __global__ void __launch_bounds__(32)
             if ((kept_bits >> i) & 1)
                 kept_pos[kept + __popcll(kept_bits & ((1ull << i) - 1))] = (int32_t)(r0 + g * 64 + i);
         kept += __popcll(kept_bits);
-        for (int k = 0; k < RESOLVE_WORDS_PER_LANE; ++k) {
-            const int w = lane + 32 * k;
-            if (w <= g || w >= groups) continue;
+        if (lane > g && lane < groups) {
             /* issue up to four independent loads before using any: a loop
              * that ORs each load before the next one waits a full memory
              * latency per kept row */
             word_t acc = 0, todo = kept_bits;
             while (todo) {
-                const word_t p0 = rows_g[(int64_t)take_lowest(todo) * words + w];
-                const word_t p1 = todo ? rows_g[(int64_t)take_lowest(todo) * words + w] : 0;
-                const word_t p2 = todo ? rows_g[(int64_t)take_lowest(todo) * words + w] : 0;
-                const word_t p3 = todo ? rows_g[(int64_t)take_lowest(todo) * words + w] : 0;
+                const word_t p0 = rows_g[(int64_t)take_lowest(todo) * words + lane];
+                const word_t p1 = todo ? rows_g[(int64_t)take_lowest(todo) * words + lane] : 0;
+                const word_t p2 = todo ? rows_g[(int64_t)take_lowest(todo) * words + lane] : 0;
+                const word_t p3 = todo ? rows_g[(int64_t)take_lowest(todo) * words + lane] : 0;
                 acc |= p0 | p1 | p2 | p3;
             }
-            rem[k] |= acc;
+            rem |= acc;
         }
         if (limit > 0 && kept >= limit) break;
     }
