@@ -61,7 +61,7 @@ fi
 if command -v compute-sanitizer >/dev/null 2>&1; then
     for tool in memcheck racecheck; do
         echo "== compute-sanitizer --tool $tool"
-        timeout 100 compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 99 \
+        timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 99 \
             "$G/detpost_tests" --jobs 8 --filter "${SANITIZER_FILTER:-*/*}" >"$R/sanitizer-$tool.log" 2>&1
         rc=$?
         errors=$(grep -aE "ERROR SUMMARY: [0-9]+" "$R/sanitizer-$tool.log" | grep -v "ERROR SUMMARY: 0 " | head -3 | tr '\n' ' ')
