@@ -934,9 +934,7 @@ detpost_status cuda_roi_align(detpost_ctx *ctx, const dp_roi_job *job, void *out
     cudaStream_t s = dp_stream(ctx);
     cudaError_t err;
     if (rows_fit(job)) {
-        int sms = 0;
-        DP_CUDA_TRY(ctx, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, ctx->device),
-                    "reading the multiprocessor count");
+        const int sms = ctx->multiprocessors;
         if (job->dtype == DETPOST_F32)
             err = job->mode == DETPOST_ROI_AVG ? rows_forward_for<float, DETPOST_ROI_AVG>(job, sms, out, levels, s)
                                                : rows_forward_for<float, DETPOST_ROI_MAX>(job, sms, out, levels, s);

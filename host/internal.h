@@ -28,6 +28,7 @@ struct detpost_ctx {
     void *stream;               /* cudaStream_t */
     void *cuda;                 /* backend state owned by cuda/runtime.cu */
     void *fault;                /* CUDA: the device fault word, see dp_fault_kind */
+    int multiprocessors;        /* CUDA: the device's SM count, read once at creation */
     struct {
         void *ptr;
         size_t bytes;
