@@ -18,9 +18,10 @@
  *                  64-column tiles right of the diagonal, compute suppression
  *                  bits, skipping tiles whose rows or columns were all
  *                  removed by earlier stripes;
- *        resolve   one warp walks the stripe 64 rows at a time: one lane runs
- *                  the sequential greedy inside a word, the others OR the
- *                  kept rows into the later words of the stripe;
+ *        resolve   one block stages the stripe's mask words in shared memory,
+ *                  1024 rows at a time, and one warp of it walks them 64 rows
+ *                  at a time: one lane runs the sequential greedy inside a
+ *                  word, the others OR the kept rows into the later words;
  *        propagate ORs the kept rows of the stripe into the removal bits of
  *                  every column right of it, one thread per word.
  *      A later stripe only looks at rows no earlier kept box removed, so
@@ -71,7 +72,9 @@
 
 #define FULL_MASK 0xffffffffu
 #define NMS_THREADS 256
-#define STRIPE_MAX_ROWS 2048            /* the resolve warp holds one removal word per 64 rows */
+#define STRIPE_MAX_ROWS 2048            /* the resolve block keeps one removal word per 64 rows */
+#define RESOLVE_THREADS 1024
+#define RESOLVE_WINDOW_WORDS 16         /* 1024 rows x 16 words of mask staged: 128 KiB of shared memory */
 #define MASK_BUDGET ((int64_t)32 << 20) /* bytes of suppression masks per stripe */
 #define MASK_COLUMN_BLOCKS 128          /* blocks sharing the column tiles of one row tile */
 #define HARD_WINDOW 256                 /* candidates a hard segment block decides at once (its threads) */
@@ -302,66 +305,96 @@ __global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__
     }
 }
 
-/* One warp: the sequential greedy over the stripe's rows. Lane l holds the
- * removal word of the stripe's word l (a stripe has at most 32 words). On an
- * H200 this walk, about 2 us per 64-row group when each group first fetched
- * its diagonal block from global memory, was most of the time of 10k-box NMS. */
-__global__ void __launch_bounds__(32)
+/* One block: the sequential greedy over the stripe's rows, with every mask
+ * word it reads in shared memory. The stripe is taken in windows of up to
+ * win_words 64-row groups: the whole block first stages each window's
+ * words that a walk can read (a live row's own group and the window's later
+ * groups), then warp 0 walks the window with no global load in its chain
+ * (a walk that fetched kept rows from global memory spent about 0.8 us a
+ * group on an H200, most of the time of 10k-box NMS), and last the block
+ * ORs the window's kept rows into the removal words of the stripe's later
+ * windows, one warp a word. */
+__global__ void __launch_bounds__(RESOLVE_THREADS)
     nms_stripe_resolve(const word_t *__restrict__ mask, const word_t *__restrict__ remv, int64_t words, int64_t r0,
-                       int64_t rows, int32_t *__restrict__ state, int32_t *__restrict__ kept_pos, int64_t limit)
+                       int64_t rows, int win_words, int32_t *__restrict__ state, int32_t *__restrict__ kept_pos,
+                       int64_t limit)
 {
-    DP_SHARED(word_t, diag_all, [STRIPE_MAX_ROWS]);
+    DP_SHARED_DYNAMIC(word_t, staged); /* [win_words * 64][win_words] */
+    DP_SHARED(word_t, rem, [STRIPE_MAX_ROWS / 64]);
+    DP_SHARED(int32_t, win_kept, [RESOLVE_WINDOW_WORDS * 64]); /* the window's kept rows, within the stripe */
+    DP_SHARED(int64_t, shared_kept, [1]);
+    DP_SHARED(int, shared_count, [1]);
     const int64_t m = state[0];
-    int64_t kept = state[1];
-    if (r0 >= m || (limit > 0 && kept >= limit)) return;
-    const int lane = threadIdx.x;
+    if (r0 >= m || (limit > 0 && state[1] >= limit)) return;
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = blockDim.x / 32;
     const int64_t w0 = r0 / 64;
     const int groups = (int)((rows + 63) / 64);
-    word_t rem = lane < groups ? remv[w0 + lane] | ~valid_bits(w0 + lane, m) : ~0ull;
-    if (lane == 0) state[2] = (int32_t)kept;
-    /* Every row's bits within its own 64-row group, fetched up front in
-     * parallel: the sequential walk below then waits on no global load for
-     * them (rows removed before the stripe hold stale bits, never read). */
-    for (int64_t i = lane; i < (int64_t)groups * 64; i += 32) diag_all[i] = mask[i * words + w0 + i / 64];
-    __syncwarp();
-    for (int g = 0; g < groups; ++g) {
-        const word_t removed = __shfl_sync(FULL_MASK, rem, g);
-        if (removed == ~0ull) continue;
-        const word_t *rows_g = mask + (int64_t)g * 64 * words + w0;
-        const word_t *diag = diag_all + g * 64;
-        word_t kept_bits = 0;
-        if (lane == 0) {
-            /* the lowest row neither removed nor taken is the next kept one */
-            word_t now = removed;
-            while (~now) {
-                const int i = __ffsll((long long)~now) - 1;
-                kept_bits |= 1ull << i;
-                now |= diag[i] | (1ull << i);
-                if (limit > 0 && kept + __popcll(kept_bits) >= limit) break;
-            }
+    for (int g = tid; g < groups; g += blockDim.x) rem[g] = remv[w0 + g] | ~valid_bits(w0 + g, m);
+    if (tid == 0) state[2] = state[1], shared_kept[0] = state[1];
+    __syncthreads();
+    /* lanes split a window's words: lane l ORs word l % win_words over every parts-th kept row */
+    const int parts = 32 / win_words, part = lane / win_words, my_word = lane % win_words;
+    for (int first = 0; first < groups; first += win_words) {
+        const int here = groups - first < win_words ? groups - first : win_words;
+        for (int e = tid; e < here * 64 * here; e += blockDim.x) {
+            const int row = e / here, w = e - row * here, g = row / 64;
+            if (w < g || (rem[first + g] >> (row % 64)) & 1) continue; /* never read by the walk */
+            staged[row * here + w] = mask[(int64_t)(first * 64 + row) * words + w0 + first + w];
         }
-        kept_bits = __shfl_sync(FULL_MASK, kept_bits, 0);
-        for (int i = lane; i < 64; i += 32)
-            if ((kept_bits >> i) & 1)
-                kept_pos[kept + __popcll(kept_bits & ((1ull << i) - 1))] = (int32_t)(r0 + g * 64 + i);
-        kept += __popcll(kept_bits);
-        if (lane > g && lane < groups) {
-            /* issue up to four independent loads before using any: a loop
-             * that ORs each load before the next one waits a full memory
-             * latency per kept row */
-            word_t acc = 0, todo = kept_bits;
-            while (todo) {
-                const word_t p0 = rows_g[(int64_t)take_lowest(todo) * words + lane];
-                const word_t p1 = todo ? rows_g[(int64_t)take_lowest(todo) * words + lane] : 0;
-                const word_t p2 = todo ? rows_g[(int64_t)take_lowest(todo) * words + lane] : 0;
-                const word_t p3 = todo ? rows_g[(int64_t)take_lowest(todo) * words + lane] : 0;
-                acc |= p0 | p1 | p2 | p3;
+        __syncthreads();
+        if (warp == 0) {
+            int64_t kept = shared_kept[0];
+            int count = 0;
+            for (int g = 0; g < here; ++g) {
+                const word_t removed = rem[first + g];
+                if (removed == ~0ull) continue;
+                word_t kept_bits = 0;
+                if (lane == 0) {
+                    /* the lowest row neither removed nor taken is the next kept one */
+                    word_t now = removed;
+                    while (~now) {
+                        const int i = __ffsll((long long)~now) - 1;
+                        kept_bits |= 1ull << i;
+                        now |= staged[(g * 64 + i) * here + g] | (1ull << i);
+                        if (limit > 0 && kept + __popcll(kept_bits) >= limit) break;
+                    }
+                }
+                kept_bits = __shfl_sync(FULL_MASK, kept_bits, 0);
+                for (int i = lane; i < 64; i += 32)
+                    if ((kept_bits >> i) & 1) {
+                        const int k = __popcll(kept_bits & ((1ull << i) - 1));
+                        kept_pos[kept + k] = (int32_t)(r0 + (first + g) * 64 + i);
+                        win_kept[count + k] = (first + g) * 64 + i;
+                    }
+                kept += __popcll(kept_bits);
+                count += __popcll(kept_bits);
+                word_t acc = 0;
+                if (my_word > g && my_word < here) {
+                    int k = 0;
+                    for (word_t todo = kept_bits; todo; ++k) {
+                        const int i = take_lowest(todo);
+                        if (k % parts == part) acc |= staged[(g * 64 + i) * here + my_word];
+                    }
+                }
+                for (int d = win_words; d < 32; d *= 2) acc |= __shfl_xor_sync(FULL_MASK, acc, d);
+                if (part == 0 && acc) rem[first + my_word] |= acc;
+                __syncwarp();
+                if (limit > 0 && kept >= limit) break;
             }
-            rem |= acc;
+            if (lane == 0) shared_kept[0] = kept, shared_count[0] = count;
         }
-        if (limit > 0 && kept >= limit) break;
+        __syncthreads();
+        if (limit > 0 && shared_kept[0] >= limit) break;
+        const int count = shared_count[0];
+        for (int w = first + here + warp; w < groups && count > 0; w += warps) {
+            word_t acc = 0;
+            for (int k = lane; k < count; k += 32) acc |= mask[(int64_t)win_kept[k] * words + w0 + w];
+            for (int d = 16; d > 0; d /= 2) acc |= __shfl_xor_sync(FULL_MASK, acc, d);
+            if (lane == 0) rem[w] |= acc;
+        }
+        __syncthreads();
     }
-    if (lane == 0) state[1] = (int32_t)kept;
+    if (tid == 0) state[1] = (int32_t)shared_kept[0];
 }
 
 /* The stripe's kept rows remove columns right of the stripe. */
@@ -908,6 +941,13 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
 {
     cudaStream_t s = dp_stream(ctx);
     const int64_t words = (n + 63) / 64, rows = stripe_rows(n), limit = p->max_output;
+    /* the resolve block stages 16-group windows where the device lends it 128 KiB of shared memory, else 8 */
+    const int win_words = ctx->smem_optin >= 136 * 1024 ? RESOLVE_WINDOW_WORDS : RESOLVE_WINDOW_WORDS / 2;
+    const size_t resolve_bytes = (size_t)win_words * 64 * win_words * sizeof(word_t);
+    DP_CUDA_TRY(ctx,
+                cudaFuncSetAttribute(nms_stripe_resolve, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)resolve_bytes + 8192),
+                "raising the NMS resolve kernel's shared-memory limit");
     DP_CUDA_TRY(ctx, cudaMemsetAsync(ws.remv, 0, (size_t)words * sizeof(word_t), s), "clearing the removal bits");
     for (int64_t r0 = 0; r0 < n; r0 += rows) {
         const int64_t here = n - r0 < rows ? n - r0 : rows, w0 = r0 / 64;
@@ -918,10 +958,10 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
                     DP_LAUNCH(nms_stripe_mask<MODE>, mask_cfg, ws.box, ws.remv, ws.mask, words, r0, ws.state,
                               p->iou_threshold, p->offset, limit),
                     "launching the NMS mask kernel");
-        dp_launch_cfg resolve_cfg(dim3(1), dim3(32), 0, s);
+        dp_launch_cfg resolve_cfg(dim3(1), dim3(RESOLVE_THREADS), resolve_bytes, s);
         DP_CUDA_TRY(ctx,
-                    DP_LAUNCH(nms_stripe_resolve, resolve_cfg, ws.mask, ws.remv, words, r0, here, ws.state,
-                              ws.kept_pos, limit),
+                    DP_LAUNCH(nms_stripe_resolve, resolve_cfg, ws.mask, ws.remv, words, r0, here, win_words,
+                              ws.state, ws.kept_pos, limit),
                     "launching the NMS resolve kernel");
         if (w_end < words) {
             dp_launch_cfg prop_cfg(dim3(dp_blocks_for(words - w_end, NMS_THREADS)), dim3(NMS_THREADS), 0, s);

@@ -57,6 +57,8 @@ detpost_status dp_cuda_init(detpost_ctx *ctx)
     ctx->stream = NULL;
     DP_CUDA_TRY(ctx, cudaDeviceGetAttribute(&ctx->multiprocessors, cudaDevAttrMultiProcessorCount, ctx->device),
                 "reading the multiprocessor count");
+    DP_CUDA_TRY(ctx, cudaDeviceGetAttribute(&ctx->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->device),
+                "reading the shared-memory limit");
     DP_CUDA_TRY(ctx, cudaMalloc(&ctx->fault, sizeof(unsigned long long)), "allocating the fault word");
     DP_CUDA_TRY(ctx, cudaMemset(ctx->fault, 0xff, sizeof(unsigned long long)), "clearing the fault word");
     return dp_gemm_create(ctx);

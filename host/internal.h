@@ -29,6 +29,7 @@ struct detpost_ctx {
     void *cuda;                 /* backend state owned by cuda/runtime.cu */
     void *fault;                /* CUDA: the device fault word, see dp_fault_kind */
     int multiprocessors;        /* CUDA: the device's SM count, read once at creation */
+    int smem_optin;             /* CUDA: the most shared memory a block may opt in to, bytes */
     struct {
         void *ptr;
         size_t bytes;

@@ -274,7 +274,9 @@ static detpost_nms_params random_params(t_rng *r, detpost_nms_method method)
     p.method = method;
     p.iou_threshold = ious[t_next(r) % 5];
     p.score_threshold = t_next(r) % 3 == 0 ? 0.2f : -INFINITY;
-    p.max_output = t_next(r) % 4 == 0 ? 1 + (int64_t)(t_next(r) % 40) : 0;
+    /* limits reached in the first window of kept rows, and some further on */
+    const uint64_t limit = t_next(r) % 8;
+    p.max_output = limit < 2 ? 1 + (int64_t)(t_next(r) % 40) : limit == 2 ? 60 + (int64_t)(t_next(r) % 200) : 0;
     p.sigma = t_next(r) % 2 ? 0.5f : 0.1f;
     p.min_score = t_next(r) % 2 ? 0.001f : 0.05f;
     p.offset = (float)(t_next(r) % 2);
@@ -291,9 +293,10 @@ static void compare_nms(const nms_out *got, const nms_out *want, int64_t n, cons
     assert_scores(got->scores, want->scores, n, 0.0f, 1e-6f, what);
 }
 
-/* Sizes around the 64-box words, the 256-thread blocks and the 2048-row
- * stripes of the kernels. */
-static const int64_t cross_sizes[] = {1, 2, 31, 63, 64, 65, 129, 255, 256, 257, 1000, 2047, 2048, 2049, 4097, 5000};
+/* Sizes around the 64-box words, the 256-thread blocks, the 1024-row
+ * windows of the resolve block and the 2048-row stripes of the kernels. */
+static const int64_t cross_sizes[] = {1,    2,    31,   63,   64,   65,   129,  255,  256,
+                                      257,  1000, 1025, 2047, 2048, 2049, 3100, 4097, 5000};
 
 static void cpu_vs_cuda(detpost_nms_method method, uint64_t seed, int64_t max_soft)
 {
