@@ -281,7 +281,6 @@ struct sim_thread : thread_state {
     stack_mem stack;
     void *asan_fake = nullptr;
     thread_status status = T_READY;
-    sim_block *block = nullptr;
     int warp = 0, lane = 0;
     int warp_base = 0; /* index of lane 0 of its warp in runner::threads */
     /* a pending warp collective */
@@ -291,6 +290,7 @@ struct sim_thread : thread_state {
     int param = 0, width = 32;
     uint64_t result = 0;
     int barrier_pred = 0;
+    sim_block *block = nullptr;
 };
 
 struct runner {
@@ -361,7 +361,7 @@ void resume(runner &r, sim_thread *t)
 {
     r.current = t;
     tls_thread = t;
-    tls_block.block_idx = t->block->idx;
+    if (r.cooperative) tls_block.block_idx = t->block->idx;
     void *fake = nullptr;
     asan_start(&fake, t->stack.lo(), t->stack.usable());
     fiber_swap(r.sched, t->ctx);
@@ -550,18 +550,27 @@ bool run_threads(runner &r, const schedule &sched)
     }
     const bool holding = r.cooperative && sched.kind == SCHED_RANDOM && r.nblocks > 1;
     for (;;) {
-        if (holding) hold_blocks(r);
-        for (bool resumed = true; resumed;) {
-            resumed = false;
+        if (!holding) {
             fill_order(r.order, n, sched, r.rng);
             for (int k = 0; k < n; ++k) {
                 sim_thread *t = &r.threads[(size_t)r.order[(size_t)k]];
-                if (t->status != T_READY || t->block->held) continue;
+                if (t->status != T_READY) continue;
                 resume(r, t);
-                resumed = true;
                 if (r.failed) return false;
             }
-            if (!holding) break;
+        } else {
+            hold_blocks(r);
+            for (bool resumed = true; resumed;) {
+                resumed = false;
+                fill_order(r.order, n, sched, r.rng);
+                for (int k = 0; k < n; ++k) {
+                    sim_thread *t = &r.threads[(size_t)r.order[(size_t)k]];
+                    if (t->status != T_READY || t->block->held) continue;
+                    resume(r, t);
+                    resumed = true;
+                    if (r.failed) return false;
+                }
+            }
         }
         int done = 0, at_barrier = 0, at_warp = 0, at_grid = 0, ready = 0;
         for (int i = 0; i < n; ++i) {
@@ -670,8 +679,9 @@ uint64_t warp_collective(warp_op op, unsigned mask, uint64_t value, int param, i
     if (width < 1 || width > 32 || (width & (width - 1)) != 0)
         abort_thread(r, "thread %d called a shuffle with width %d (not a power of two in [1, 32])", t->linear, width);
     const int base = t->warp_base;
+    const int lanes = r.block_threads - t->warp * 32; /* lanes of this warp that exist */
     for (int l = 0; l < 32; ++l)
-        if (((mask >> l) & 1u) && t->warp * 32 + l >= r.block_threads)
+        if (((mask >> l) & 1u) && l >= lanes)
             abort_thread(r, "thread %d: warp collective mask 0x%08x names lane %d, which does not exist in a block of %d threads",
                          t->linear, mask, l, r.block_threads);
     t->op = op;
