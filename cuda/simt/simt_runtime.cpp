@@ -122,7 +122,12 @@ schedule &current_schedule()
 
 size_t g_stack_bytes = 0; /* 0 = not yet read from the environment */
 
-size_t page_size() { return (size_t)sysconf(_SC_PAGESIZE); }
+/* Read once: every fiber switch asks for it through stack_mem::lo(). */
+size_t page_size()
+{
+    static const size_t bytes = (size_t)sysconf(_SC_PAGESIZE);
+    return bytes;
+}
 
 size_t stack_bytes()
 {
