@@ -420,7 +420,8 @@ Test(simt, cooperative_blocks_keep_their_own_shared_memory_and_barriers)
         for (int repeat = 0; repeat < 2; ++repeat) {
             dp_launch_cfg cfg(dim3(blocks), dim3(threads), threads * sizeof(int), nullptr);
             cfg.out(out, blocks * threads * 5 * sizeof(int)).out(unwritten, blocks * sizeof(int));
-            cr_assert_eq(DP_LAUNCH_COOP(own_shared, cfg, out, unwritten), cudaSuccess, "%s: %s", s, simt_last_message());
+            cr_assert_eq(DP_LAUNCH_COOP(own_shared, cfg, out, unwritten), cudaSuccess, "%s: %s", s,
+                         simt_last_message());
             std::vector<int> g = dev_read(out, blocks * threads * 5), u = dev_read(unwritten, blocks);
             for (int b = 0; b < blocks; ++b) {
                 cr_assert_eq((unsigned)u[b], 0x7FC0DEADu, "block %d sees another launch's shared memory (%s)", b, s);
@@ -568,7 +569,8 @@ Test(simt, largest_cooperative_grids_run)
             cr_assert_eq(DP_LAUNCH_COOP(rotate_across_grid, cfg, first, second, n / 2 + 1), cudaSuccess, "%s: %s", s,
                          simt_last_message());
             std::vector<int> g = dev_read(second, n);
-            for (int i = 0; i < n; ++i) cr_assert_eq(g[i], (i + n / 2 + 1) % n * 7, "element %d (%u threads, %s)", i, threads, s);
+            for (int i = 0; i < n; ++i)
+                cr_assert_eq(g[i], (i + n / 2 + 1) % n * 7, "element %d (%u threads, %s)", i, threads, s);
         }
     }
     cudaFree(first);
