@@ -15,15 +15,19 @@
  * A cooperative launch (DP_LAUNCH_COOP) runs every block of its grid at once
  * in one scheduler: the schedule orders all threads of the grid, so blocks
  * interleave, while each block keeps its own shared memory, __syncthreads and
- * warps. grid_sync() (dp_grid_sync) waits until every thread of the grid has
- * reached it; a thread that exits before it, or threads stuck at different
- * barriers, fail the launch, and so does grid_sync() in an ordinary launch.
+ * warps. A block's __syncthreads opens as soon as its last thread arrives, and
+ * a random schedule holds a random part of the grid back for a round while
+ * the rest runs ahead, so reading another block's data without a grid sync in
+ * between gives a wrong answer. grid_sync() (dp_grid_sync) waits until every
+ * thread of the grid has reached it; a thread that exits before it, or
+ * threads stuck at different barriers, fail the launch, and so does
+ * grid_sync() in an ordinary launch.
  * As on a GPU, the grid must fit on the device at once: 4 multiprocessors
  * times the blocks per multiprocessor of the occupancy model described at
  * cudaOccupancyMaxActiveBlocksPerMultiprocessor, or the launch fails with
  * cudaErrorCooperativeLaunchTooLarge.
  *
- * Kernels must be launched through DP_LAUNCH (cuda/dp_cuda.cuh) and declare
+ * Kernels must be launched through DP_LAUNCH or DP_LAUNCH_COOP (cuda/dp_cuda.cuh) and declare
  * shared memory with DP_SHARED / DP_SHARED_DYNAMIC: plain __shared__ does not
  * compile here, on purpose.
  */
