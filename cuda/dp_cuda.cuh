@@ -9,7 +9,10 @@
 #ifdef DETPOST_SIM
 #include "simt/simt.h"
 #else
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
+
+#include <type_traits>
 #define DP_SHARED(T, name, dims) __shared__ T name dims
 #define DP_SHARED_DYNAMIC(T, name)                              \
     extern __shared__ __align__(16) unsigned char dp_dynamic_smem_[]; \
@@ -56,6 +59,14 @@ static inline cudaError_t dp_launch(const char *name, void (*kernel)(P...), cons
     return simt::launch(name, kernel, cfg.grid, cfg.block, cfg.smem, cfg.stream, cfg.outs, cfg.num_outs,
                         std::forward<A>(args)...);
 }
+template <typename... P, typename... A>
+static inline cudaError_t dp_launch_coop(const char *name, void (*kernel)(P...), const dp_launch_cfg &cfg,
+                                         A &&...args)
+{
+    return simt::launch_cooperative(name, kernel, cfg.grid, cfg.block, cfg.smem, cfg.stream, cfg.outs,
+                                    cfg.num_outs, std::forward<A>(args)...);
+}
+__device__ inline void dp_grid_sync() { simt::grid_sync(); }
 #else
 template <typename... P, typename... A>
 static inline cudaError_t dp_launch(const char *name, void (*kernel)(P...), const dp_launch_cfg &cfg, A &&...args)
@@ -64,10 +75,48 @@ static inline cudaError_t dp_launch(const char *name, void (*kernel)(P...), cons
     kernel<<<cfg.grid, cfg.block, cfg.smem, cfg.stream>>>(static_cast<P>(args)...);
     return cudaGetLastError();
 }
+template <typename... P, typename... A>
+static inline cudaError_t dp_launch_coop(const char *name, void (*kernel)(P...), const dp_launch_cfg &cfg,
+                                         A &&...args)
+{
+    static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
+    (void)name;
+    /* the runtime copies each argument from the address given, so each must
+     * already have the parameter's exact type */
+    auto launch = [&cfg, kernel](std::decay_t<P>... converted) {
+        void *params[] = {&converted..., nullptr};
+        return cudaLaunchCooperativeKernel(kernel, cfg.grid, cfg.block, params, cfg.smem, cfg.stream);
+    };
+    const cudaError_t err = launch(static_cast<P>(args)...);
+    const cudaError_t last = cudaGetLastError();
+    return err != cudaSuccess ? err : last;
+}
+__device__ __forceinline__ void dp_grid_sync() { cooperative_groups::this_grid().sync(); }
 #endif
 
 /* The one way kernels are launched: DP_LAUNCH(kernel, cfg, args...). */
 #define DP_LAUNCH(kernel, cfg, ...) dp_launch(#kernel, kernel, cfg, __VA_ARGS__)
+
+/* Cooperative launch: all blocks of cfg.grid run at once, so the kernel may call dp_grid_sync().
+ * The grid must not exceed dp_coop_max_blocks, or the launch fails with cudaErrorCooperativeLaunchTooLarge. */
+#define DP_LAUNCH_COOP(kernel, cfg, ...) dp_launch_coop(#kernel, kernel, cfg, __VA_ARGS__)
+/* dp_grid_sync(): every thread of the grid waits for every other; memory written before is visible after.
+ * Only in a kernel launched with DP_LAUNCH_COOP, and reached by every thread of the grid. */
+
+/* The most blocks of `threads` threads with `smem` bytes of dynamic shared memory that a cooperative launch of
+ * `kernel` can have on the context's device (0 when the query fails). The caller raises the kernel's dynamic
+ * shared-memory limit with cudaFuncSetAttribute first where smem > 48 KiB. */
+template <typename... P>
+static inline int dp_coop_max_blocks(const detpost_ctx *ctx, void (*kernel)(P...), unsigned threads, size_t smem)
+{
+    int per_multiprocessor = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel, (int)threads, smem) !=
+        cudaSuccess) {
+        (void)cudaGetLastError(); /* a failed query leaves no error behind for the next launch to report */
+        return 0;
+    }
+    return per_multiprocessor * ctx->multiprocessors;
+}
 
 /* The context's stream as the runtime's type. */
 static inline cudaStream_t dp_stream(const detpost_ctx *ctx) { return (cudaStream_t)ctx->stream; }

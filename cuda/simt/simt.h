@@ -12,7 +12,22 @@
  * answer here. Shared memory and the declared outputs are poisoned before
  * every launch; launches a GPU would reject fail with an error and a message.
  *
- * Kernels must be launched through DP_LAUNCH (cuda/dp_cuda.cuh) and declare
+ * A cooperative launch (DP_LAUNCH_COOP) runs every block of its grid at once
+ * in one scheduler: the schedule orders all threads of the grid, so blocks
+ * interleave, while each block keeps its own shared memory, __syncthreads and
+ * warps. A block's __syncthreads opens as soon as its last thread arrives, and
+ * a random schedule holds a random part of the grid back for a round while
+ * the rest runs ahead, so reading another block's data without a grid sync in
+ * between gives a wrong answer. grid_sync() (dp_grid_sync) waits until every
+ * thread of the grid has reached it; a thread that exits before it, or
+ * threads stuck at different barriers, fail the launch, and so does
+ * grid_sync() in an ordinary launch.
+ * As on a GPU, the grid must fit on the device at once: 4 multiprocessors
+ * times the blocks per multiprocessor of the occupancy model described at
+ * cudaOccupancyMaxActiveBlocksPerMultiprocessor, or the launch fails with
+ * cudaErrorCooperativeLaunchTooLarge.
+ *
+ * Kernels must be launched through DP_LAUNCH or DP_LAUNCH_COOP (cuda/dp_cuda.cuh) and declare
  * shared memory with DP_SHARED / DP_SHARED_DYNAMIC: plain __shared__ does not
  * compile here, on purpose.
  */
@@ -59,7 +74,8 @@ enum cudaError {
     cudaErrorInvalidDevice = 101,
     cudaErrorIllegalAddress = 700,
     cudaErrorLaunchOutOfResources = 701,
-    cudaErrorLaunchFailure = 719
+    cudaErrorLaunchFailure = 719,
+    cudaErrorCooperativeLaunchTooLarge = 720
 };
 typedef enum cudaError cudaError_t;
 
@@ -120,12 +136,23 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attr, const v
 
 namespace simt {
 cudaError_t func_set_max_dynamic_smem(const void *func, int bytes);
+cudaError_t occupancy_blocks_per_sm(int *blocks, const void *func, int threads, size_t dyn_smem);
 }
 template <typename F>
 inline cudaError_t cudaFuncSetAttribute(F *func, enum cudaFuncAttribute attr, int value)
 {
     if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
     return simt::func_set_max_dynamic_smem(reinterpret_cast<const void *>(func), value);
+}
+/* Blocks of `threads` threads with `dyn_smem` bytes of dynamic shared memory
+ * that one multiprocessor holds at once: min(32, 2048 / threads,
+ * 227 KiB / max(dyn_smem, 1)); 0 when such a block cannot be launched
+ * (more than 1024 threads, more dynamic shared memory than the kernel may
+ * ask for). Static shared memory and registers do not count here. */
+template <typename F>
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *blocks, F *func, int threads, size_t dyn_smem)
+{
+    return simt::occupancy_blocks_per_sm(blocks, reinterpret_cast<const void *>(func), threads, dyn_smem);
 }
 
 /* ---- the emulator's kernel-side state --------------------------------- */
@@ -147,6 +174,7 @@ extern thread_local block_state tls_block;
 void syncthreads();
 int syncthreads_or(int predicate);
 int syncthreads_count(int predicate);
+void grid_sync();
 
 enum warp_op { WARP_SYNC, WARP_BALLOT, WARP_ANY, WARP_ALL, WARP_IDX, WARP_UP, WARP_DOWN, WARP_XOR };
 uint64_t warp_collective(warp_op op, unsigned mask, uint64_t value, int param, int width);
@@ -155,14 +183,15 @@ void *shared_static(const void *site, size_t bytes, size_t align);
 void *shared_dynamic();
 
 /* A launch: validates the configuration, poisons the declared outputs and
- * runs `body(closure)` once per thread of every block. */
+ * runs `body(closure)` once per thread of every block; a cooperative one
+ * runs all blocks at once and fails when they would not fit on the device. */
 struct out_region {
     void *ptr;
     size_t bytes;
 };
 cudaError_t run_grid(const char *kernel_name, const void *kernel, dim3 grid, dim3 block,
                      size_t dynamic_smem, cudaStream_t stream, const out_region *outs,
-                     int num_outs, void (*body)(void *), void *closure);
+                     int num_outs, void (*body)(void *), void *closure, bool cooperative);
 /* Records a launch that failed before it ran (bad argument) as the last error. */
 cudaError_t fail_launch(cudaError_t code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool is_device_range(const void *ptr, size_t bytes);
@@ -199,9 +228,9 @@ struct bound_kernel {
 };
 
 template <typename... P, typename... A>
-inline cudaError_t launch(const char *kernel_name, void (*kernel)(P...), dim3 grid, dim3 block,
-                          size_t smem, cudaStream_t stream, const out_region *outs, int num_outs,
-                          A &&...args)
+inline cudaError_t launch_as(bool cooperative, const char *kernel_name, void (*kernel)(P...), dim3 grid,
+                             dim3 block, size_t smem, cudaStream_t stream, const out_region *outs, int num_outs,
+                             A &&...args)
 {
     static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
     using tuple_t = std::tuple<std::decay_t<P>...>;
@@ -209,7 +238,26 @@ inline cudaError_t launch(const char *kernel_name, void (*kernel)(P...), dim3 gr
     cudaError_t err = check_args(kernel_name, bound.args, std::index_sequence_for<P...>{});
     if (err != cudaSuccess) return err;
     return run_grid(kernel_name, reinterpret_cast<const void *>(kernel), grid, block, smem, stream,
-                    outs, num_outs, &decltype(bound)::invoke, &bound);
+                    outs, num_outs, &decltype(bound)::invoke, &bound, cooperative);
+}
+
+template <typename... P, typename... A>
+inline cudaError_t launch(const char *kernel_name, void (*kernel)(P...), dim3 grid, dim3 block,
+                          size_t smem, cudaStream_t stream, const out_region *outs, int num_outs,
+                          A &&...args)
+{
+    return launch_as(false, kernel_name, kernel, grid, block, smem, stream, outs, num_outs,
+                     std::forward<A>(args)...);
+}
+
+/* As launch, with every block of the grid resident at once (see grid_sync). */
+template <typename... P, typename... A>
+inline cudaError_t launch_cooperative(const char *kernel_name, void (*kernel)(P...), dim3 grid, dim3 block,
+                                      size_t smem, cudaStream_t stream, const out_region *outs, int num_outs,
+                                      A &&...args)
+{
+    return launch_as(true, kernel_name, kernel, grid, block, smem, stream, outs, num_outs,
+                     std::forward<A>(args)...);
 }
 
 } /* namespace simt */
@@ -314,8 +362,8 @@ inline long max(long a, long b) { return a > b ? a : b; }
 inline unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
 inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
 
-/* ---- atomics (blocks run one at a time, fibers of one block on one host
- * thread; the builtins keep them atomic should that ever change) ----------- */
+/* ---- atomics (all fibers of a launch run on one host thread; the builtins
+ * keep them atomic should that ever change) ------------------------------- */
 template <typename T>
 inline T atomicAdd(T *p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 inline float atomicAdd(float *p, float v)

@@ -53,6 +53,12 @@ namespace {
 constexpr size_t kStaticSmemLimit = 48 * 1024;
 constexpr size_t kOptinSmemLimit = 227 * 1024;
 constexpr int kMaxThreads = 1024;
+/* The emulated device, for the multiprocessor count and the occupancy model
+ * that bounds a cooperative grid (see blocks_per_multiprocessor). */
+constexpr int kMultiprocessors = 4;
+constexpr int kThreadsPerMultiprocessor = 2048;
+constexpr int kBlocksPerMultiprocessor = 32;
+constexpr size_t kSmemPerMultiprocessor = kOptinSmemLimit;
 constexpr uint32_t kPoison = 0x7FC0DEADu; /* a NaN as float, a huge int as int32 */
 
 /* ---- process-wide state ------------------------------------------------- */
@@ -116,7 +122,12 @@ schedule &current_schedule()
 
 size_t g_stack_bytes = 0; /* 0 = not yet read from the environment */
 
-size_t page_size() { return (size_t)sysconf(_SC_PAGESIZE); }
+/* Read once: every fiber switch asks for it through stack_mem::lo(). */
+size_t page_size()
+{
+    static const size_t bytes = (size_t)sysconf(_SC_PAGESIZE);
+    return bytes;
+}
 
 size_t stack_bytes()
 {
@@ -254,7 +265,21 @@ struct stack_mem {
     size_t usable() const { return total - page_size(); }
 };
 
-enum thread_status { T_READY, T_BLOCK_BARRIER, T_WARP, T_DONE, T_ABORTED };
+enum thread_status { T_READY, T_BLOCK_BARRIER, T_WARP, T_GRID_BARRIER, T_DONE, T_ABORTED };
+
+/* One block in flight: a launch has one at a time, a cooperative launch all
+ * of its grid. */
+struct sim_block {
+    uint3 idx{0, 0, 0};
+    int first = 0; /* index of its thread 0 in runner::threads */
+    unsigned char *smem = nullptr;
+    size_t smem_used = 0; /* dynamic + static so far */
+    size_t smem_static = 0;
+    std::vector<std::pair<const void *, size_t>> sites;
+    int arrived = 0; /* threads waiting at __syncthreads */
+    int barrier_or = 0, barrier_count = 0;
+    bool held = false; /* not resumed in this round (random cooperative schedules) */
+};
 
 struct sim_thread : thread_state {
     fiber_ctx ctx;
@@ -262,6 +287,7 @@ struct sim_thread : thread_state {
     void *asan_fake = nullptr;
     thread_status status = T_READY;
     int warp = 0, lane = 0;
+    int warp_base = 0; /* index of lane 0 of its warp in runner::threads */
     /* a pending warp collective */
     warp_op op = WARP_SYNC;
     unsigned mask = 0;
@@ -269,11 +295,13 @@ struct sim_thread : thread_state {
     int param = 0, width = 32;
     uint64_t result = 0;
     int barrier_pred = 0;
+    sim_block *block = nullptr;
 };
 
 struct runner {
     std::vector<sim_thread> threads;
-    int nthreads = 0;
+    int nthreads = 0;         /* threads in flight: one block's, or a cooperative grid's */
+    int block_threads = 0;
     sim_thread *current = nullptr;
     fiber_ctx sched;
     const void *main_bottom = nullptr;
@@ -282,16 +310,20 @@ struct runner {
     void (*body)(void *) = nullptr;
     void *closure = nullptr;
 
-    std::vector<unsigned char> smem;
-    size_t smem_dynamic = 0;
-    size_t smem_used = 0;     /* dynamic + static so far in this block */
-    size_t smem_static = 0;
-    size_t smem_limit = 0;
-    size_t smem_dirty = 0;    /* high-water mark to re-poison */
-    std::vector<std::pair<const void *, size_t>> sites;
+    std::vector<sim_block> blocks;
+    int nblocks = 0;          /* blocks in flight */
+    bool cooperative = false;
+    int grid_arrived = 0;     /* threads waiting at grid_sync */
 
-    int barrier_or = 0, barrier_count = 0;
+    std::vector<unsigned char> smem; /* the one block of an ordinary launch */
+    size_t smem_dirty = 0;           /* its high-water mark to re-poison */
+    unsigned char *coop_smem = nullptr; /* every block of a cooperative launch, smem_limit bytes each */
+    size_t coop_smem_bytes = 0;
+    size_t smem_dynamic = 0;
+    size_t smem_limit = 0;
+
     bool failed = false;
+    const sim_block *failed_block = nullptr; /* where a cooperative launch failed, if one block is to blame */
     char failure[512] = {0};
 
     std::vector<int> order;
@@ -301,6 +333,7 @@ struct runner {
     {
         for (sim_thread &t : threads)
             if (t.stack.base) munmap(t.stack.base, t.stack.total);
+        if (coop_smem) munmap(coop_smem, coop_smem_bytes);
     }
 };
 
@@ -333,6 +366,7 @@ void resume(runner &r, sim_thread *t)
 {
     r.current = t;
     tls_thread = t;
+    if (r.cooperative) tls_block.block_idx = t->block->idx;
     void *fake = nullptr;
     asan_start(&fake, t->stack.lo(), t->stack.usable());
     fiber_swap(r.sched, t->ctx);
@@ -359,6 +393,7 @@ void abort_thread(runner &r, const char *fmt, ...)
     va_end(ap);
     r.failed = true;
     sim_thread *t = r.current;
+    r.failed_block = t->block;
     t->status = T_ABORTED;
     yield_to_scheduler(r, t);
     std::abort(); /* an aborted thread is never resumed */
@@ -411,20 +446,39 @@ const char *status_word(thread_status s)
     case T_READY: return "running";
     case T_BLOCK_BARRIER: return "at __syncthreads";
     case T_WARP: return "at a warp collective";
+    case T_GRID_BARRIER: return "at grid sync";
     case T_DONE: return "exited";
     case T_ABORTED: return "aborted";
     }
     return "?";
 }
 
-/* Describes why no thread of the block can move. */
-void describe_stall(runner &r, int done, int at_barrier, int at_warp)
+/* Describes why no thread in flight can move. */
+void describe_stall(runner &r, int done, int at_barrier, int at_warp, int at_grid)
 {
-    if (at_barrier > 0 && at_warp == 0) {
+    r.failed_block = nullptr;
+    if (at_grid > 0 && at_barrier == 0 && at_warp == 0) {
+        std::snprintf(r.failure, sizeof r.failure,
+                      "grid sync reached by %d of %d threads while %d exited without reaching it "
+                      "(divergent grid sync)",
+                      at_grid, r.nthreads, done);
+        return;
+    }
+    for (int b = 0; b < r.nblocks; ++b) {
+        const sim_block &blk = r.blocks[(size_t)b];
+        if (blk.arrived == 0) continue;
+        int block_done = 0, elsewhere = 0;
+        for (int i = blk.first; i < blk.first + r.block_threads; ++i) {
+            const thread_status s = r.threads[(size_t)i].status;
+            block_done += s == T_DONE;
+            elsewhere += s != T_DONE && s != T_BLOCK_BARRIER;
+        }
+        if (elsewhere > 0) continue;
+        r.failed_block = &blk;
         std::snprintf(r.failure, sizeof r.failure,
                       "__syncthreads() reached by %d of %d threads while %d exited without "
                       "reaching it (divergent barrier)",
-                      at_barrier, r.nthreads, done);
+                      blk.arrived, r.block_threads, block_done);
         return;
     }
     for (int i = 0; i < r.nthreads; ++i) {
@@ -432,21 +486,61 @@ void describe_stall(runner &r, int done, int at_barrier, int at_warp)
         if (t.status != T_WARP) continue;
         for (int l = 0; l < 32; ++l) {
             if (!((t.mask >> l) & 1u)) continue;
-            int j = t.warp * 32 + l;
-            if (j >= r.nthreads || r.threads[(size_t)j].status != T_WARP || r.threads[(size_t)j].mask != t.mask) {
+            const bool exists = t.warp * 32 + l < r.block_threads;
+            const sim_thread *u = exists ? &r.threads[(size_t)(t.warp_base + l)] : nullptr;
+            if (!exists || u->status != T_WARP || u->mask != t.mask) {
+                r.failed_block = t.block;
                 std::snprintf(r.failure, sizeof r.failure,
                               "deadlock: thread %d waits at a warp collective (mask 0x%08x) for lane %d, "
                               "which is %s",
-                              i, t.mask, l, j >= r.nthreads ? "not in the block" : status_word(r.threads[(size_t)j].status));
+                              t.linear, t.mask, l, exists ? status_word(u->status) : "not in the block");
                 return;
             }
         }
     }
-    std::snprintf(r.failure, sizeof r.failure, "deadlock: %d threads at __syncthreads, %d at warp collectives, %d exited",
-                  at_barrier, at_warp, done);
+    if (r.cooperative)
+        std::snprintf(r.failure, sizeof r.failure,
+                      "deadlock: threads wait at different barriers: %d at grid sync, %d at __syncthreads, "
+                      "%d at warp collectives, %d exited",
+                      at_grid, at_barrier, at_warp, done);
+    else
+        std::snprintf(r.failure, sizeof r.failure,
+                      "deadlock: %d threads at __syncthreads, %d at warp collectives, %d exited", at_barrier,
+                      at_warp, done);
 }
 
-bool run_block(runner &r, const schedule &sched)
+/* Opens a block's __syncthreads: every thread of the block is at it. */
+void open_barrier(runner &r, sim_block &blk)
+{
+    blk.barrier_or = 0;
+    blk.barrier_count = 0;
+    for (int i = blk.first; i < blk.first + r.block_threads; ++i) {
+        sim_thread &t = r.threads[(size_t)i];
+        blk.barrier_or |= t.barrier_pred != 0;
+        blk.barrier_count += t.barrier_pred != 0;
+        t.status = T_READY;
+    }
+    blk.arrived = 0;
+}
+
+/* A random cooperative schedule holds back a random part of the grid for a
+ * round while the rest runs ahead as far as it can, so that a block which
+ * reads what others write without a grid sync in between sees stale data. */
+void hold_blocks(runner &r)
+{
+    int running = 0;
+    for (int b = 0; b < r.nblocks; ++b) {
+        r.blocks[(size_t)b].held = next_random(r.rng) & 1u;
+        running += !r.blocks[(size_t)b].held;
+    }
+    if (running == 0) r.blocks[next_random(r.rng) % (uint64_t)r.nblocks].held = false;
+}
+
+/* Runs the threads in flight (one block, or a whole cooperative grid) to
+ * their end. A round resumes every ready thread once in schedule order (in a
+ * random cooperative schedule: those not held back, until none of them is
+ * ready); when none is ready, the barriers that everyone has reached open. */
+bool run_threads(runner &r, const schedule &sched)
 {
     const int n = r.nthreads;
     for (int i = 0; i < n; ++i) {
@@ -455,67 +549,129 @@ bool run_block(runner &r, const schedule &sched)
         t.asan_fake = nullptr;
         fiber_init(t.ctx, t.stack.lo(), t.stack.usable());
     }
+    for (int b = 0; b < r.nblocks; ++b) {
+        r.blocks[(size_t)b].arrived = 0;
+        r.blocks[(size_t)b].held = false;
+    }
+    const bool holding = r.cooperative && sched.kind == SCHED_RANDOM && r.nblocks > 1;
     for (;;) {
-        fill_order(r.order, n, sched, r.rng);
-        for (int k = 0; k < n; ++k) {
-            sim_thread *t = &r.threads[(size_t)r.order[(size_t)k]];
-            if (t->status != T_READY) continue;
-            resume(r, t);
-            if (r.failed) return false;
+        if (!holding) {
+            fill_order(r.order, n, sched, r.rng);
+            for (int k = 0; k < n; ++k) {
+                sim_thread *t = &r.threads[(size_t)r.order[(size_t)k]];
+                if (t->status != T_READY) continue;
+                resume(r, t);
+                if (r.failed) return false;
+            }
+        } else {
+            hold_blocks(r);
+            for (bool resumed = true; resumed;) {
+                resumed = false;
+                fill_order(r.order, n, sched, r.rng);
+                for (int k = 0; k < n; ++k) {
+                    sim_thread *t = &r.threads[(size_t)r.order[(size_t)k]];
+                    if (t->status != T_READY || t->block->held) continue;
+                    resume(r, t);
+                    resumed = true;
+                    if (r.failed) return false;
+                }
+            }
         }
-        int done = 0, at_barrier = 0, at_warp = 0, ready = 0;
+        int done = 0, at_barrier = 0, at_warp = 0, at_grid = 0, ready = 0;
         for (int i = 0; i < n; ++i) {
             switch (r.threads[(size_t)i].status) {
             case T_DONE: ++done; break;
             case T_BLOCK_BARRIER: ++at_barrier; break;
             case T_WARP: ++at_warp; break;
+            case T_GRID_BARRIER: ++at_grid; break;
             case T_READY: ++ready; break;
             case T_ABORTED: return false;
             }
         }
         if (done == n) return true;
         if (ready > 0) continue;
-        if (at_barrier == n) {
-            r.barrier_or = 0;
-            r.barrier_count = 0;
-            for (int i = 0; i < n; ++i) {
-                sim_thread &t = r.threads[(size_t)i];
-                r.barrier_or |= t.barrier_pred != 0;
-                r.barrier_count += t.barrier_pred != 0;
-                t.status = T_READY;
-            }
+        if (at_grid == n) {
+            for (int i = 0; i < n; ++i) r.threads[(size_t)i].status = T_READY;
             continue;
         }
-        describe_stall(r, done, at_barrier, at_warp);
+        if (r.blocks[0].arrived == r.block_threads && !r.cooperative) {
+            open_barrier(r, r.blocks[0]);
+            continue;
+        }
+        describe_stall(r, done, at_barrier, at_warp, at_grid);
         r.failed = true;
         return false;
     }
+}
+
+/* The occupancy model of the emulated device: a multiprocessor holds at most
+ * 32 blocks, 2048 threads and 227 KiB of dynamic shared memory (static shared
+ * memory and registers are not counted). */
+int blocks_per_multiprocessor(int threads, size_t dyn_smem)
+{
+    const size_t by_threads = (size_t)(kThreadsPerMultiprocessor / threads);
+    const size_t by_smem = kSmemPerMultiprocessor / std::max<size_t>(dyn_smem, 1);
+    return (int)std::min({(size_t)kBlocksPerMultiprocessor, by_threads, by_smem});
+}
+
+/* The most dynamic shared memory a launch of `kernel` may ask for. */
+size_t dynamic_smem_limit(const void *kernel)
+{
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = g_max_dyn_smem.find(kernel);
+    return it == g_max_dyn_smem.end() ? kStaticSmemLimit : std::max(kStaticSmemLimit, (size_t)it->second);
+}
+
+/* Shared memory for every block of a cooperative grid, kept across launches;
+ * pages no block touches cost nothing. */
+unsigned char *coop_smem(runner &r, size_t bytes)
+{
+    if (r.coop_smem_bytes < bytes) {
+        if (r.coop_smem) munmap(r.coop_smem, r.coop_smem_bytes);
+        void *m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) {
+            std::fprintf(stderr, "simt: cannot map %zu bytes of shared memory for a cooperative grid\n", bytes);
+            std::abort();
+        }
+        r.coop_smem = static_cast<unsigned char *>(m);
+        r.coop_smem_bytes = bytes;
+    }
+    return r.coop_smem;
 }
 
 } /* namespace */
 
 /* ---- kernel-side entry points ------------------------------------------ */
 
-static int barrier(int pred)
+/* Waits at __syncthreads; returns the thread's block, whose barrier_or and
+ * barrier_count then hold the votes of this barrier. */
+static const sim_block *barrier(int pred)
 {
     runner &r = *t_runner;
     sim_thread *t = r.current;
     t->barrier_pred = pred;
     t->status = T_BLOCK_BARRIER;
+    /* A cooperative grid opens a block's barrier at once, so that the block
+     * can run ahead of the others; an ordinary block waits for the round. */
+    if (++t->block->arrived == r.block_threads && r.cooperative) open_barrier(r, *t->block);
     yield_to_scheduler(r, t);
-    return 0;
+    return t->block;
 }
 
 void syncthreads() { barrier(0); }
-int syncthreads_or(int p)
+int syncthreads_or(int p) { return barrier(p)->barrier_or; }
+int syncthreads_count(int p) { return barrier(p)->barrier_count; }
+
+void grid_sync()
 {
-    barrier(p);
-    return t_runner->barrier_or;
-}
-int syncthreads_count(int p)
-{
-    barrier(p);
-    return t_runner->barrier_count;
+    runner &r = *t_runner;
+    sim_thread *t = r.current;
+    if (!r.cooperative)
+        abort_thread(r, "thread %d called dp_grid_sync() in a launch that is not cooperative (DP_LAUNCH_COOP "
+                        "launches a grid whose blocks all run at once)",
+                     t->linear);
+    t->status = T_GRID_BARRIER;
+    yield_to_scheduler(r, t);
 }
 
 uint64_t warp_collective(warp_op op, unsigned mask, uint64_t value, int param, int width)
@@ -527,11 +683,12 @@ uint64_t warp_collective(warp_op op, unsigned mask, uint64_t value, int param, i
                      t->linear, mask, t->lane);
     if (width < 1 || width > 32 || (width & (width - 1)) != 0)
         abort_thread(r, "thread %d called a shuffle with width %d (not a power of two in [1, 32])", t->linear, width);
-    const int base = t->warp * 32;
+    const int base = t->warp_base;
+    const int lanes = r.block_threads - t->warp * 32; /* lanes of this warp that exist */
     for (int l = 0; l < 32; ++l)
-        if (((mask >> l) & 1u) && base + l >= r.nthreads)
+        if (((mask >> l) & 1u) && l >= lanes)
             abort_thread(r, "thread %d: warp collective mask 0x%08x names lane %d, which does not exist in a block of %d threads",
-                         t->linear, mask, l, r.nthreads);
+                         t->linear, mask, l, r.block_threads);
     t->op = op;
     t->mask = mask;
     t->value = value;
@@ -583,26 +740,43 @@ uint64_t warp_collective(warp_op op, unsigned mask, uint64_t value, int param, i
 void *shared_static(const void *site, size_t bytes, size_t align)
 {
     runner &r = *t_runner;
-    for (const auto &s : r.sites)
-        if (s.first == site) return r.smem.data() + s.second;
-    size_t offset = (r.smem_used + align - 1) / align * align;
-    if (r.smem_static + bytes > kStaticSmemLimit)
-        abort_thread(r, "static shared memory of %zu bytes exceeds the %zu-byte limit", r.smem_static + bytes,
+    sim_block &b = *r.current->block;
+    for (const auto &s : b.sites)
+        if (s.first == site) return b.smem + s.second;
+    size_t offset = (b.smem_used + align - 1) / align * align;
+    if (b.smem_static + bytes > kStaticSmemLimit)
+        abort_thread(r, "static shared memory of %zu bytes exceeds the %zu-byte limit", b.smem_static + bytes,
                      kStaticSmemLimit);
     if (offset + bytes > r.smem_limit)
         abort_thread(r, "shared memory of %zu bytes (dynamic %zu) exceeds the block's limit of %zu bytes",
                      offset + bytes, r.smem_dynamic, r.smem_limit);
-    r.sites.emplace_back(site, offset);
-    r.smem_used = offset + bytes;
-    r.smem_static += bytes;
-    r.smem_dirty = std::max(r.smem_dirty, r.smem_used);
-    return r.smem.data() + offset;
+    b.sites.emplace_back(site, offset);
+    b.smem_used = offset + bytes;
+    b.smem_static += bytes;
+    if (r.cooperative)
+        fill_poison(b.smem + offset, bytes); /* each block has its own memory, poisoned as it is declared */
+    else
+        r.smem_dirty = std::max(r.smem_dirty, b.smem_used);
+    return b.smem + offset;
 }
 
 void *shared_dynamic()
 {
     runner &r = *t_runner;
-    return r.smem_dynamic ? r.smem.data() : nullptr;
+    return r.smem_dynamic ? r.current->block->smem : nullptr;
+}
+
+cudaError_t occupancy_blocks_per_sm(int *blocks, const void *kernel, int threads, size_t dyn_smem)
+{
+    if (blocks == nullptr)
+        return fail(cudaErrorInvalidValue, "cudaOccupancyMaxActiveBlocksPerMultiprocessor: numBlocks is NULL");
+    if (threads < 1)
+        return fail(cudaErrorInvalidValue, "cudaOccupancyMaxActiveBlocksPerMultiprocessor: %d threads per block",
+                    threads);
+    *blocks = threads > kMaxThreads || dyn_smem > dynamic_smem_limit(kernel)
+                  ? 0
+                  : blocks_per_multiprocessor(threads, dyn_smem);
+    return cudaSuccess;
 }
 
 cudaError_t func_set_max_dynamic_smem(const void *func, int bytes)
@@ -642,9 +816,74 @@ static bool stream_ok(cudaStream_t s)
     return g_streams.count(s) != 0;
 }
 
+/* Threads in flight are numbered block after block: thread i of block b is
+ * runner::threads[b * threads per block + i]. */
+static void place_threads(runner &r, sim_block &blk, dim3 block)
+{
+    for (int i = 0; i < r.block_threads; ++i) {
+        sim_thread &t = r.threads[(size_t)(blk.first + i)];
+        t.linear = i;
+        t.idx = uint3{(unsigned)i % block.x, (unsigned)(i / block.x) % block.y, (unsigned)(i / (block.x * block.y))};
+        t.warp = i / 32;
+        t.lane = i % 32;
+        t.warp_base = blk.first + t.warp * 32;
+        t.block = &blk;
+    }
+}
+
+static uint3 block_index(unsigned long long b, dim3 grid)
+{
+    return uint3{(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y),
+                 (unsigned)(b / ((unsigned long long)grid.x * grid.y))};
+}
+
+#ifdef SIMT_ASAN
+/* abandoned fibers leave their frames' redzones poisoned */
+static void unpoison_stacks(runner &r)
+{
+    for (int i = 0; i < r.nthreads; ++i)
+        ASAN_UNPOISON_MEMORY_REGION(r.threads[(size_t)i].stack.lo(), r.threads[(size_t)i].stack.usable());
+}
+#else
+static void unpoison_stacks(runner &) {}
+#endif
+
+/* Every block of the grid in flight at once, each with its own shared memory
+ * and __syncthreads, so that grid_sync can wait for all of them. */
+static cudaError_t run_cooperative(runner &r, const schedule &sched, const char *name, dim3 grid, dim3 block,
+                                   unsigned long long nblocks)
+{
+    const size_t stride = (r.smem_limit + 255) / 256 * 256;
+    unsigned char *smem = coop_smem(r, stride * nblocks);
+    r.cooperative = true;
+    r.nblocks = (int)nblocks;
+    r.nthreads = r.nblocks * r.block_threads;
+    ensure_threads(r, r.nthreads);
+    if (r.blocks.size() < nblocks) r.blocks.resize(nblocks);
+    for (int b = 0; b < r.nblocks; ++b) {
+        sim_block &blk = r.blocks[(size_t)b];
+        blk.idx = block_index((unsigned long long)b, grid);
+        blk.first = b * r.block_threads;
+        blk.smem = smem + (size_t)b * stride;
+        blk.smem_used = r.smem_dynamic;
+        blk.smem_static = 0;
+        blk.sites.clear();
+        fill_poison(blk.smem, r.smem_dynamic);
+        place_threads(r, blk, block);
+    }
+    const bool ok = run_threads(r, sched);
+    r.cooperative = false;
+    if (ok) return cudaSuccess;
+    unpoison_stacks(r);
+    if (r.failed_block)
+        return fail(cudaErrorLaunchFailure, "kernel %s (cooperative), block (%u, %u, %u): %s", name,
+                    r.failed_block->idx.x, r.failed_block->idx.y, r.failed_block->idx.z, r.failure);
+    return fail(cudaErrorLaunchFailure, "kernel %s (cooperative, %llu blocks): %s", name, nblocks, r.failure);
+}
+
 cudaError_t run_grid(const char *name, const void *kernel, dim3 grid, dim3 block, size_t dyn_smem,
                      cudaStream_t stream, const out_region *outs, int num_outs, void (*body)(void *),
-                     void *closure)
+                     void *closure, bool cooperative)
 {
     g_launch_count++;
     const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
@@ -655,18 +894,22 @@ cudaError_t run_grid(const char *name, const void *kernel, dim3 grid, dim3 block
     if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
         return fail(cudaErrorInvalidConfiguration, "kernel %s: grid (%u, %u, %u) is not a valid grid shape", name,
                     grid.x, grid.y, grid.z);
-    size_t limit = kStaticSmemLimit;
-    {
-        std::lock_guard<std::mutex> lock(g_mutex);
-        auto it = g_max_dyn_smem.find(kernel);
-        if (it != g_max_dyn_smem.end()) limit = std::max(limit, (size_t)it->second);
-    }
+    const size_t limit = dynamic_smem_limit(kernel);
     if (dyn_smem > limit)
         return fail(cudaErrorInvalidValue,
                     "kernel %s: %zu bytes of dynamic shared memory exceed the %zu allowed (cudaFuncSetAttribute "
                     "raises the limit)",
                     name, dyn_smem, limit);
     if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "kernel %s: unknown stream %p", name, (void *)stream);
+    const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+    if (cooperative) {
+        const int per_sm = blocks_per_multiprocessor((int)nthreads, dyn_smem);
+        if (nblocks > (unsigned long long)per_sm * kMultiprocessors)
+            return fail(cudaErrorCooperativeLaunchTooLarge,
+                        "kernel %s: a cooperative grid of %llu blocks exceeds the %d that fit on the device at once "
+                        "(%d multiprocessors x %d blocks of %llu threads with %zu bytes of dynamic shared memory)",
+                        name, nblocks, per_sm * kMultiprocessors, kMultiprocessors, per_sm, nthreads, dyn_smem);
+    }
     for (int i = 0; i < num_outs; ++i) {
         if (outs[i].bytes == 0) continue;
         if (!is_device_range(outs[i].ptr, outs[i].bytes))
@@ -677,26 +920,29 @@ cudaError_t run_grid(const char *name, const void *kernel, dim3 grid, dim3 block
 
     runner &r = get_runner();
     const schedule &sched = current_schedule();
-    r.nthreads = (int)nthreads;
-    ensure_threads(r, r.nthreads);
-    for (int i = 0; i < r.nthreads; ++i) {
-        sim_thread &t = r.threads[(size_t)i];
-        t.linear = i;
-        t.idx = uint3{(unsigned)i % block.x, (unsigned)(i / block.x) % block.y, (unsigned)(i / (block.x * block.y))};
-        t.warp = i / 32;
-        t.lane = i % 32;
-    }
+    r.block_threads = (int)nthreads;
     r.body = body;
     r.closure = closure;
     r.smem_limit = limit;
     r.smem_dynamic = dyn_smem;
-    if (r.smem.size() < kOptinSmemLimit) r.smem.resize(kOptinSmemLimit);
     r.failed = false;
+    r.failed_block = nullptr;
     r.rng = sched.seed ^ (g_launch_count.load() * 0xD1B54A32D192ED03ull);
     tls_block.block_dim = block;
     tls_block.grid_dim = grid;
+    if (cooperative) return run_cooperative(r, sched, name, grid, block, nblocks);
 
-    const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+    r.cooperative = false;
+    r.nblocks = 1;
+    r.nthreads = r.block_threads;
+    ensure_threads(r, r.nthreads);
+    if (r.blocks.empty()) r.blocks.resize(1);
+    sim_block &blk = r.blocks[0];
+    blk.first = 0;
+    place_threads(r, blk, block);
+    if (r.smem.size() < kOptinSmemLimit) r.smem.resize(kOptinSmemLimit);
+    blk.smem = r.smem.data();
+
     std::vector<unsigned long long> block_order;
     if (sched.kind == SCHED_RANDOM) {
         block_order.resize(nblocks);
@@ -708,21 +954,17 @@ cudaError_t run_grid(const char *name, const void *kernel, dim3 grid, dim3 block
         unsigned long long b = sched.kind == SCHED_FORWARD ? k
                                : sched.kind == SCHED_REVERSE ? nblocks - 1 - k
                                                              : block_order[k];
-        tls_block.block_idx = uint3{(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y),
-                                    (unsigned)(b / ((unsigned long long)grid.x * grid.y))};
+        blk.idx = block_index(b, grid);
+        tls_block.block_idx = blk.idx;
         fill_poison(r.smem.data(), std::max(r.smem_dirty, dyn_smem));
         r.smem_dirty = dyn_smem;
-        r.smem_used = dyn_smem;
-        r.smem_static = 0;
-        r.sites.clear();
-        if (!run_block(r, sched)) {
-#ifdef SIMT_ASAN
-            /* abandoned fibers leave their frames' redzones poisoned */
-            for (int i = 0; i < r.nthreads; ++i)
-                ASAN_UNPOISON_MEMORY_REGION(r.threads[(size_t)i].stack.lo(), r.threads[(size_t)i].stack.usable());
-#endif
-            return fail(cudaErrorLaunchFailure, "kernel %s, block (%u, %u, %u): %s", name, tls_block.block_idx.x,
-                        tls_block.block_idx.y, tls_block.block_idx.z, r.failure);
+        blk.smem_used = dyn_smem;
+        blk.smem_static = 0;
+        blk.sites.clear();
+        if (!run_threads(r, sched)) {
+            unpoison_stacks(r);
+            return fail(cudaErrorLaunchFailure, "kernel %s, block (%u, %u, %u): %s", name, blk.idx.x, blk.idx.y,
+                        blk.idx.z, r.failure);
         }
     }
     return cudaSuccess;
@@ -814,7 +1056,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     if (!value || device != 0) return cudaErrorInvalidValue;
     switch (attr) {
     case cudaDevAttrMaxSharedMemoryPerBlock: *value = (int)kStaticSmemLimit; return cudaSuccess;
-    case cudaDevAttrMultiProcessorCount: *value = 4; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = kMultiprocessors; return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)kOptinSmemLimit; return cudaSuccess;
     }
     return cudaErrorInvalidValue;
@@ -936,6 +1178,7 @@ const char *cudaGetErrorName(cudaError_t error)
     case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorCooperativeLaunchTooLarge: return "cudaErrorCooperativeLaunchTooLarge";
     }
     return "cudaErrorUnknown";
 }
@@ -953,6 +1196,7 @@ const char *cudaGetErrorString(cudaError_t error)
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorCooperativeLaunchTooLarge: return "too many blocks in cooperative launch";
     }
     return "unknown error";
 }

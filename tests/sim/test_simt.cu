@@ -2,7 +2,9 @@
  * The SIMT emulator itself: reductions through shared memory and warp
  * shuffles under every schedule, shuffle exchange semantics, a planted
  * missing __syncthreads() that only the forward order hides, a divergent
- * barrier, launches a GPU would reject, poisoning, pointer tracking.
+ * barrier, launches a GPU would reject, poisoning, pointer tracking, and
+ * cooperative launches: grid-wide sync across interleaved blocks, per-block
+ * shared memory and barriers inside them, their failures and their limit.
  */
 #include "../../cuda/dp_cuda.cuh"
 
@@ -297,4 +299,281 @@ Test(simt, schedule_parsing)
     cr_assert_eq(simt_set_schedule("random:-3"), -1);
     cr_assert_eq(simt_set_schedule("sideways"), -1);
     cr_assert_str_eq(simt_schedule(), "random:77", "a bad schedule leaves the old one");
+}
+
+/* ---- cooperative launches ----------------------------------------------- */
+
+/* Rounds of a reduction across the grid: each block sums its values (warp
+ * shuffles, then shared memory across warps), publishes the sum, and after a
+ * grid sync every block reads every other block's sum to update its values.
+ * The sums share one slot per block across rounds, so a second grid sync
+ * must keep a fast block from overwriting a sum another block still reads. */
+template <bool SECOND_SYNC>
+__global__ void grid_rounds(int *value, int *partial, int *totals, int *where, int rounds)
+{
+    DP_SHARED(int, warp_sums, [32]);
+    const int block = (int)(blockIdx.x + blockIdx.y * gridDim.x);
+    const int blocks = (int)(gridDim.x * gridDim.y);
+    const int gid = block * (int)blockDim.x + (int)threadIdx.x;
+    int v = value[gid];
+    for (int round = 0; round < rounds; ++round) {
+        int s = v;
+        for (int d = 16; d > 0; d /= 2) s += __shfl_xor_sync(0xffffffffu, s, d);
+        if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = s;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int block_sum = 0;
+            for (int w = 0; w < (int)blockDim.x / 32; ++w) block_sum += warp_sums[w];
+            partial[block] = block_sum;
+        }
+        dp_grid_sync();
+        int total = 0;
+        for (int b = 0; b < blocks; ++b) total += (b + 1) * partial[b];
+        if (threadIdx.x == 0) totals[round * blocks + block] = total;
+        v = (v * 3 + total + block) % 1000;
+        if (SECOND_SYNC) dp_grid_sync();
+    }
+    value[gid] = v;
+    where[gid] = (int)(blockIdx.y * 100000 + blockIdx.x * 1000 + threadIdx.x);
+}
+
+/* Runs grid_rounds on a 3 x 2 grid and compares with the same rounds worked
+ * out on the host; blockIdx must be right either way. */
+static bool grid_rounds_right(bool second_sync, const char *schedule)
+{
+    const dim3 grid(3, 2);
+    const int blocks = 6, threads = 96, n = blocks * threads, rounds = 4;
+    std::vector<int> start(n);
+    for (int i = 0; i < n; ++i) start[i] = (i * 29) % 53;
+    std::vector<int> want_value = start, want_totals(rounds * blocks);
+    for (int round = 0; round < rounds; ++round) {
+        std::vector<int> partial(blocks, 0);
+        for (int i = 0; i < n; ++i) partial[i / threads] += want_value[i];
+        int total = 0;
+        for (int b = 0; b < blocks; ++b) total += (b + 1) * partial[b];
+        for (int i = 0; i < n; ++i) want_value[i] = (want_value[i] * 3 + total + i / threads) % 1000;
+        for (int b = 0; b < blocks; ++b) want_totals[round * blocks + b] = total;
+    }
+    int *value = dev_alloc<int>(n), *partial = dev_alloc<int>(blocks), *totals = dev_alloc<int>(rounds * blocks),
+        *where = dev_alloc<int>(n);
+    cr_assert_eq(simt_set_schedule(schedule), 0);
+    cudaMemcpy(value, start.data(), n * sizeof(int), cudaMemcpyHostToDevice);
+    dp_launch_cfg cfg(grid, dim3(threads), 0, nullptr);
+    cfg.out(partial, blocks * sizeof(int)).out(totals, rounds * blocks * sizeof(int)).out(where, n * sizeof(int));
+    const cudaError_t e = second_sync ? DP_LAUNCH_COOP(grid_rounds<true>, cfg, value, partial, totals, where, rounds)
+                                      : DP_LAUNCH_COOP(grid_rounds<false>, cfg, value, partial, totals, where, rounds);
+    cr_assert_eq(e, cudaSuccess, "%s: %s", schedule, simt_last_message());
+    std::vector<int> got_totals = dev_read(totals, rounds * blocks), got_value = dev_read(value, n),
+                     got_where = dev_read(where, n);
+    cudaFree(value);
+    cudaFree(partial);
+    cudaFree(totals);
+    cudaFree(where);
+    for (int i = 0; i < n; ++i)
+        cr_assert_eq(got_where[i], (i / threads / 3) * 100000 + (i / threads % 3) * 1000 + i % threads,
+                     "blockIdx of thread %d (%s)", i, schedule);
+    return got_totals == want_totals && got_value == want_value;
+}
+
+Test(simt, grid_sync_reduction_rounds_every_schedule)
+{
+    for (const char *s : kSchedules) cr_assert(grid_rounds_right(true, s), "schedule %s", s);
+}
+
+Test(simt, missing_grid_sync_is_caught_by_random_schedules)
+{
+    cr_assert(grid_rounds_right(false, "forward"), "forward order hides the race");
+    cr_assert(!grid_rounds_right(false, "random:1"), "random order must expose the missing grid sync");
+    cr_assert(!grid_rounds_right(false, "random:987654321"), "random order must expose the missing grid sync");
+}
+
+/* Each block fills its own static and dynamic shared memory, votes at
+ * __syncthreads_count/_or, and reads both back after a grid sync, by which
+ * time every other block has filled its own copies. */
+__global__ void own_shared(int *out, int *unwritten)
+{
+    DP_SHARED(int, mine, [64]);
+    DP_SHARED(int, never_written, [2]);
+    DP_SHARED_DYNAMIC(int, dyn);
+    const int t = (int)threadIdx.x, b = (int)blockIdx.x;
+    mine[t] = b * 1000 + t;
+    dyn[t] = -(b * 1000 + t);
+    const int count = __syncthreads_count(t <= b);
+    const int any = __syncthreads_or(t == b + 40);
+    dp_grid_sync();
+    const int right = (t + 1) % (int)blockDim.x;
+    int *o = out + (b * (int)blockDim.x + t) * 5;
+    o[0] = mine[right];
+    o[1] = dyn[right];
+    o[2] = count;
+    o[3] = any;
+    o[4] = (int)blockIdx.x;
+    if (t == 0) unwritten[b] = never_written[b % 2];
+}
+
+Test(simt, cooperative_blocks_keep_their_own_shared_memory_and_barriers)
+{
+    const int blocks = 12, threads = 64;
+    int *out = dev_alloc<int>(blocks * threads * 5), *unwritten = dev_alloc<int>(blocks);
+    for (const char *s : kSchedules) {
+        cr_assert_eq(simt_set_schedule(s), 0);
+        for (int repeat = 0; repeat < 2; ++repeat) {
+            dp_launch_cfg cfg(dim3(blocks), dim3(threads), threads * sizeof(int), nullptr);
+            cfg.out(out, blocks * threads * 5 * sizeof(int)).out(unwritten, blocks * sizeof(int));
+            cr_assert_eq(DP_LAUNCH_COOP(own_shared, cfg, out, unwritten), cudaSuccess, "%s: %s", s,
+                         simt_last_message());
+            std::vector<int> g = dev_read(out, blocks * threads * 5), u = dev_read(unwritten, blocks);
+            for (int b = 0; b < blocks; ++b) {
+                cr_assert_eq((unsigned)u[b], 0x7FC0DEADu, "block %d sees another launch's shared memory (%s)", b, s);
+                for (int t = 0; t < threads; ++t) {
+                    const int *o = &g[(b * threads + t) * 5];
+                    const int right = (t + 1) % threads;
+                    cr_assert_eq(o[0], b * 1000 + right, "static shared memory, block %d thread %d (%s)", b, t, s);
+                    cr_assert_eq(o[1], -(b * 1000 + right), "dynamic shared memory, block %d thread %d (%s)", b, t, s);
+                    cr_assert_eq(o[2], b + 1, "__syncthreads_count of block %d (%s)", b, s);
+                    cr_assert_eq(o[3], b + 40 < threads, "__syncthreads_or of block %d (%s)", b, s);
+                    cr_assert_eq(o[4], b, "blockIdx of block %d thread %d (%s)", b, t, s);
+                }
+            }
+        }
+    }
+    cudaFree(out);
+    cudaFree(unwritten);
+}
+
+__global__ void grid_sync_once(int *out)
+{
+    out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
+    dp_grid_sync();
+}
+
+Test(simt, grid_sync_needs_a_cooperative_launch)
+{
+    int *out = dev_alloc<int>(64);
+    dp_launch_cfg cfg(dim3(2), dim3(32), 0, nullptr);
+    cr_assert_eq(DP_LAUNCH(grid_sync_once, cfg, out), cudaErrorLaunchFailure);
+    cr_assert(strstr(simt_last_message(), "not cooperative") != nullptr, "%s", simt_last_message());
+    cr_assert_eq(DP_LAUNCH_COOP(grid_sync_once, cfg, out), cudaSuccess, "%s", simt_last_message());
+    cudaFree(out);
+}
+
+Test(simt, cooperative_grid_larger_than_the_device_is_rejected)
+{
+    /* 256 threads: min(32, 2048 / 256) = 8 blocks per multiprocessor, 32 on 4 */
+    const int n = 33 * 256;
+    int *out = dev_alloc<int>(n);
+    cudaMemset(out, 0, n * sizeof(int));
+    dp_launch_cfg too_many(dim3(33), dim3(256), 0, nullptr);
+    too_many.out(out, n * sizeof(int));
+    cr_assert_eq(DP_LAUNCH_COOP(grid_sync_once, too_many, out), cudaErrorCooperativeLaunchTooLarge);
+    cr_assert_eq((int)cudaErrorCooperativeLaunchTooLarge, 720);
+    cr_assert(strstr(simt_last_message(), "cooperative grid of 33 blocks exceeds the 32") != nullptr, "%s",
+              simt_last_message());
+    cr_assert_eq(cudaGetLastError(), cudaErrorCooperativeLaunchTooLarge);
+    cr_assert_str_eq(cudaGetErrorName(cudaErrorCooperativeLaunchTooLarge), "cudaErrorCooperativeLaunchTooLarge");
+    std::vector<int> g = dev_read(out, n);
+    for (int i = 0; i < n; ++i) cr_assert_eq(g[i], 0, "a rejected launch writes nothing (element %d)", i);
+    dp_launch_cfg fits(dim3(32), dim3(256), 0, nullptr);
+    cr_assert_eq(DP_LAUNCH_COOP(grid_sync_once, fits, out), cudaSuccess, "%s", simt_last_message());
+    /* 100 KiB of dynamic shared memory: 227 KiB / 100 KiB = 2 blocks per multiprocessor, 8 on 4 */
+    cr_assert_eq(cudaFuncSetAttribute(grid_sync_once, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024),
+                 cudaSuccess);
+    dp_launch_cfg big_smem(dim3(9), dim3(32), 100 * 1024, nullptr);
+    cr_assert_eq(DP_LAUNCH_COOP(grid_sync_once, big_smem, out), cudaErrorCooperativeLaunchTooLarge);
+    dp_launch_cfg big_smem_fits(dim3(8), dim3(32), 100 * 1024, nullptr);
+    cr_assert_eq(DP_LAUNCH_COOP(grid_sync_once, big_smem_fits, out), cudaSuccess, "%s", simt_last_message());
+    cudaFree(out);
+}
+
+__global__ void leaves_before_grid_sync(int *out)
+{
+    if (blockIdx.x == 2 && threadIdx.x == 5) return;
+    out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
+    dp_grid_sync();
+}
+
+__global__ void waits_at_different_barriers(int *out)
+{
+    if (blockIdx.x == 1 && threadIdx.x == 0)
+        __syncthreads(); /* its block's other threads wait at the grid sync instead */
+    else
+        dp_grid_sync();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
+}
+
+__global__ void divergent_in_one_block(int *out)
+{
+    if (blockIdx.x != 3 || threadIdx.x < 8) __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
+}
+
+Test(simt, cooperative_stalls_are_reported)
+{
+    int *out = dev_alloc<int>(4 * 64);
+    dp_launch_cfg cfg(dim3(4), dim3(64), 0, nullptr);
+    for (const char *s : kSchedules) {
+        cr_assert_eq(simt_set_schedule(s), 0);
+        cr_assert_eq(DP_LAUNCH_COOP(leaves_before_grid_sync, cfg, out), cudaErrorLaunchFailure, "%s", s);
+        cr_assert(strstr(simt_last_message(), "grid sync reached by 255 of 256 threads while 1 exited") != nullptr,
+                  "%s: %s", s, simt_last_message());
+        cr_assert_eq(DP_LAUNCH_COOP(waits_at_different_barriers, cfg, out), cudaErrorLaunchFailure, "%s", s);
+        cr_assert(strstr(simt_last_message(), "deadlock: threads wait at different barriers: 255 at grid sync, 1 at "
+                                              "__syncthreads") != nullptr,
+                  "%s: %s", s, simt_last_message());
+        cr_assert_eq(DP_LAUNCH_COOP(divergent_in_one_block, cfg, out), cudaErrorLaunchFailure, "%s", s);
+        cr_assert(strstr(simt_last_message(), "block (3, 0, 0): __syncthreads() reached by 8 of 64 threads") != nullptr,
+                  "%s: %s", s, simt_last_message());
+    }
+    cudaFree(out);
+}
+
+Test(simt, coop_max_blocks_follows_the_occupancy_model)
+{
+    detpost_ctx *ctx = nullptr;
+    cr_assert_eq(detpost_create(&ctx, DETPOST_CUDA, 0), DETPOST_OK);
+    cr_assert_eq(ctx->multiprocessors, 4);
+    cr_assert_eq(dp_coop_max_blocks(ctx, grid_sync_once, 32, 0), 4 * 32, "at most 32 blocks per multiprocessor");
+    cr_assert_eq(dp_coop_max_blocks(ctx, grid_sync_once, 256, 0), 4 * 8, "2048 threads per multiprocessor");
+    cr_assert_eq(dp_coop_max_blocks(ctx, grid_sync_once, 1024, 0), 4 * 2);
+    cr_assert_eq(dp_coop_max_blocks(ctx, grid_sync_once, 96, 40 * 1024), 4 * 5, "227 KiB of shared memory");
+    cr_assert_eq(dp_coop_max_blocks(ctx, touch, 32, 64 * 1024), 0, "more than touch may ask for without opt-in");
+    cr_assert_eq(cudaFuncSetAttribute(touch, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024), cudaSuccess);
+    cr_assert_eq(dp_coop_max_blocks(ctx, touch, 32, 64 * 1024), 4 * 3);
+    cr_assert_eq(dp_coop_max_blocks(ctx, touch, 0, 0), 0, "a failed query");
+    cr_assert_eq(cudaGetLastError(), cudaSuccess, "leaves no error behind");
+    cr_assert_eq(dp_coop_max_blocks(ctx, touch, 2048, 0), 0, "a block no device launches");
+    detpost_destroy(ctx);
+}
+
+__global__ void rotate_across_grid(int *first, int *second, int shift)
+{
+    const int n = (int)(gridDim.x * blockDim.x), gid = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    first[gid] = gid * 7;
+    dp_grid_sync();
+    second[gid] = first[(gid + shift) % n];
+}
+
+Test(simt, largest_cooperative_grids_run)
+{
+    detpost_ctx *ctx = nullptr;
+    cr_assert_eq(detpost_create(&ctx, DETPOST_CUDA, 0), DETPOST_OK);
+    const int n = 8192; /* 4 multiprocessors x 2048 threads */
+    int *first = dev_alloc<int>(n), *second = dev_alloc<int>(n);
+    for (unsigned threads : {64u, 1024u}) {
+        const int blocks = dp_coop_max_blocks(ctx, rotate_across_grid, threads, 0);
+        cr_assert_eq(blocks * (int)threads, n, "%u threads a block", threads);
+        for (const char *s : {"forward", "random:5"}) {
+            cr_assert_eq(simt_set_schedule(s), 0);
+            dp_launch_cfg cfg(dim3(blocks), dim3(threads), 0, nullptr);
+            cfg.out(first, n * sizeof(int)).out(second, n * sizeof(int));
+            cr_assert_eq(DP_LAUNCH_COOP(rotate_across_grid, cfg, first, second, n / 2 + 1), cudaSuccess, "%s: %s", s,
+                         simt_last_message());
+            std::vector<int> g = dev_read(second, n);
+            for (int i = 0; i < n; ++i)
+                cr_assert_eq(g[i], (i + n / 2 + 1) % n * 7, "element %d (%u threads, %s)", i, threads, s);
+        }
+    }
+    cudaFree(first);
+    cudaFree(second);
+    detpost_destroy(ctx);
 }
