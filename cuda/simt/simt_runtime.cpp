@@ -923,7 +923,9 @@ cudaError_t run_grid(const char *name, const void *kernel, dim3 grid, dim3 block
     r.block_threads = (int)nthreads;
     r.body = body;
     r.closure = closure;
-    r.smem_limit = limit;
+    /* as on a GPU: the attribute bounds the dynamic part; static and dynamic together stay within 48 KiB, or
+     * within the opt-in maximum once the attribute was raised above that */
+    r.smem_limit = limit > kStaticSmemLimit ? kOptinSmemLimit : kStaticSmemLimit;
     r.smem_dynamic = dyn_smem;
     r.failed = false;
     r.failed_block = nullptr;

@@ -251,6 +251,36 @@ Test(simt, launches_a_gpu_rejects)
     cudaFree(out);
 }
 
+__global__ void static_and_dynamic(int *out)
+{
+    DP_SHARED(int, fixed, [4096]); /* 16 KiB */
+    DP_SHARED_DYNAMIC(int, dyn);
+    fixed[threadIdx.x] = (int)threadIdx.x;
+    dyn[threadIdx.x] = 2 * (int)threadIdx.x;
+    __syncthreads();
+    out[threadIdx.x] = fixed[threadIdx.x] + dyn[threadIdx.x];
+}
+
+/* The opt-in attribute bounds the dynamic part alone, as on a GPU: 64 KiB of
+ * dynamic memory beside 16 KiB of static memory runs with the attribute at
+ * 64 KiB; without the opt-in the two together must fit in 48 KiB. */
+Test(simt, dynamic_limit_excludes_static_memory)
+{
+    int *out = dev_alloc<int>(32);
+    dp_launch_cfg within(dim3(1), dim3(32), 40 * 1024, nullptr);
+    cr_assert_eq(DP_LAUNCH(static_and_dynamic, within, out), cudaErrorLaunchFailure, "56 KiB without the opt-in");
+    cr_assert(strstr(simt_last_message(), "exceeds the block's limit") != nullptr, "%s", simt_last_message());
+    cr_assert_eq(cudaFuncSetAttribute(static_and_dynamic, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024),
+                 cudaSuccess);
+    dp_launch_cfg big(dim3(1), dim3(32), 64 * 1024, nullptr);
+    cr_assert_eq(DP_LAUNCH(static_and_dynamic, big, out), cudaSuccess, "%s", simt_last_message());
+    std::vector<int> g = dev_read(out, 32);
+    for (int i = 0; i < 32; ++i) cr_assert_eq(g[i], 3 * i);
+    dp_launch_cfg over(dim3(1), dim3(32), 64 * 1024 + 4, nullptr);
+    cr_assert_eq(DP_LAUNCH(static_and_dynamic, over, out), cudaErrorInvalidValue, "above the attribute");
+    cudaFree(out);
+}
+
 Test(simt, shared_memory_and_outputs_are_poisoned)
 {
     int *out = dev_alloc<int>(64);
