@@ -176,7 +176,7 @@ int syncthreads_or(int predicate);
 int syncthreads_count(int predicate);
 void grid_sync();
 
-enum warp_op { WARP_SYNC, WARP_BALLOT, WARP_ANY, WARP_ALL, WARP_IDX, WARP_UP, WARP_DOWN, WARP_XOR };
+enum warp_op { WARP_SYNC, WARP_BALLOT, WARP_ANY, WARP_ALL, WARP_REDUCE_MAX, WARP_IDX, WARP_UP, WARP_DOWN, WARP_XOR };
 uint64_t warp_collective(warp_op op, unsigned mask, uint64_t value, int param, int width);
 
 void *shared_static(const void *site, size_t bytes, size_t align);
@@ -286,6 +286,11 @@ inline int __any_sync(unsigned mask, int pred)
 inline int __all_sync(unsigned mask, int pred)
 {
     return (int)simt::warp_collective(simt::WARP_ALL, mask, pred != 0, 0, 32);
+}
+/* sm_80's single-instruction warp reduction: the largest value among the lanes in mask */
+inline unsigned __reduce_max_sync(unsigned mask, unsigned value)
+{
+    return (unsigned)simt::warp_collective(simt::WARP_REDUCE_MAX, mask, value, 0, 32);
 }
 
 namespace simt {

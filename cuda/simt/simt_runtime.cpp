@@ -710,8 +710,13 @@ uint64_t warp_collective(warp_op op, unsigned mask, uint64_t value, int param, i
 
     /* Last to arrive: compute every lane's result, then release them. */
     uint32_t ballot = 0;
-    for (int l = 0; l < 32; ++l)
-        if (((mask >> l) & 1u) && r.threads[(size_t)(base + l)].value != 0) ballot |= 1u << l;
+    uint64_t largest = 0;
+    for (int l = 0; l < 32; ++l) {
+        if (!((mask >> l) & 1u)) continue;
+        const uint64_t v = r.threads[(size_t)(base + l)].value;
+        if (v != 0) ballot |= 1u << l;
+        largest = v > largest ? v : largest;
+    }
     for (int l = 0; l < 32; ++l) {
         if (!((mask >> l) & 1u)) continue;
         sim_thread &u = r.threads[(size_t)(base + l)];
@@ -722,6 +727,7 @@ uint64_t warp_collective(warp_op op, unsigned mask, uint64_t value, int param, i
         case WARP_BALLOT: u.result = ballot; break;
         case WARP_ANY: u.result = ballot != 0; break;
         case WARP_ALL: u.result = ballot == mask; break;
+        case WARP_REDUCE_MAX: u.result = largest; break;
         case WARP_IDX: src = seg + (u.param & (u.width - 1)); break;
         case WARP_UP: src = (l - seg) >= u.param ? l - u.param : l; break;
         case WARP_DOWN: src = (l - seg) + u.param < u.width ? l + u.param : l; break;

@@ -143,6 +143,31 @@ Test(simt, shuffle_semantics)
     cudaFree(out);
 }
 
+/* __reduce_max_sync over the whole warp and over the odd lanes alone, with
+ * values past 2^31 (compared unsigned). */
+__global__ void reduce_max(unsigned *out)
+{
+    const unsigned lane = threadIdx.x;
+    out[lane] = __reduce_max_sync(0xffffffffu, 0x80000000u + (lane * 7u) % 32u);
+    if (lane % 2) out[32 + lane] = __reduce_max_sync(0xaaaaaaaau, lane == 5 ? 0xfffffff0u : lane);
+}
+
+Test(simt, warp_reduce_max)
+{
+    unsigned *out = dev_alloc<unsigned>(64);
+    for (const char *s : kSchedules) {
+        simt_set_schedule(s);
+        dp_launch_cfg cfg(dim3(1), dim3(32), 0, nullptr);
+        cr_assert_eq(DP_LAUNCH(reduce_max, cfg, out), cudaSuccess, "%s", simt_last_message());
+        std::vector<unsigned> g = dev_read(out, 64);
+        for (int l = 0; l < 32; ++l) {
+            cr_assert_eq(g[l], 0x80000000u + 31u, "full warp, lane %d (%s)", l, s);
+            if (l % 2) cr_assert_eq(g[32 + l], 0xfffffff0u, "odd lanes, lane %d (%s)", l, s);
+        }
+    }
+    cudaFree(out);
+}
+
 /* Each thread reads its left neighbour's slot. Without the barrier this is
  * right only when threads happen to run in index order. */
 template <bool WITH_BARRIER>
