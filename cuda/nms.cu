@@ -26,12 +26,12 @@
  *                  every column right of it, one thread per word.
  *      A later stripe only looks at rows no earlier kept box removed, so
  *      clustered detections cost far less than N^2 / 2 overlaps.
- *   3. soft (linear, gaussian): one block, in rounds that each take several
- *      boxes, because one block-wide argmax per kept box makes a chain of
- *      hundreds of barrier-bound steps. A round makes the 32 to 64 boxes of
- *      highest current rank (score, then lower index) its candidates - a
- *      radix select on the ranks - and one warp then takes candidates exactly
- *      as the reference does (best first, decaying the other candidates with
+ *   3. soft (linear, gaussian): in rounds that each take several boxes,
+ *      because one block-wide argmax per kept box makes a chain of hundreds
+ *      of barrier-bound steps. A round makes the 64 to 128 boxes of highest
+ *      current rank (score, then lower index) its candidates - a radix select
+ *      on the ranks - and one warp then takes candidates exactly as the
+ *      reference does (best first, decaying the other candidates with
  *      weights the block computed for every pair) for as long as the best
  *      candidate still ranks at or above the lowest initial candidate: every
  *      other box ranks below that, and a decay (a product with a weight in
@@ -39,11 +39,17 @@
  *      reference's next choice; while negative scores, which decays raise
  *      towards 0, are in, a round's later choices must also beat a score of
  *      0. Detections of different objects barely overlap, so a round takes
- *      many boxes (575 kept boxes of the 10,000-box benchmark take 43 rounds
- *      instead of 575). The next round first applies
- *      the round's decays to every box in selection order, skipping taken
- *      boxes that miss a warp's 32 neighbouring boxes (hence the spatial
- *      order) and computing the weights of the rest densely across the warp.
+ *      many boxes (575 kept boxes of the 10,000-box benchmark took 43 rounds
+ *      of 64 candidates instead of 575). The next round first applies the
+ *      round's decays to every box in selection order, skipping taken boxes
+ *      that miss a warp's 32 neighbouring boxes (hence the spatial order)
+ *      and computing the weights of the rest densely across the warp. That
+ *      update is most of the work (83% of the one-block kernel's time on an
+ *      H200), so the single-class kernel is a cooperative launch with one
+ *      block per 256 boxes: every block updates its slots, and block 0 alone
+ *      picks the candidates and takes boxes, between two grid-wide barriers.
+ *      Batched soft-NMS keeps one block per segment (the segments fill the
+ *      device).
  *      Every score is the reference's product of the same weights (shared
  *      scalar code, nms_math.h) in the same order, so scores and the
  *      selection order are bit-identical to it.
@@ -70,6 +76,8 @@
 #include "../host/nms.h"
 #include "../host/nms_math.h"
 
+#include <atomic>
+
 #define FULL_MASK 0xffffffffu
 #define NMS_THREADS 256
 #define STRIPE_MAX_ROWS 2048            /* the resolve block keeps one removal word per 64 rows */
@@ -81,8 +89,11 @@
 #define SELECT_THREADS 1024
 #define SELECT_BITS 11
 #define NO_KEY 0xffffffffffffffffull
-#define SOFT_ROUND_MAX 64 /* soft-NMS candidates a round decides among: two per lane of one warp */
-#define SOFT_ROUND_MIN 32 /* ... and at least this many while more boxes are in */
+#define SOFT_BLOCK_CAP 64     /* soft-NMS candidates a round decides among, one block a segment (half at least) */
+#define SOFT_COOP_CAP 128     /* ... in the cooperative single-class kernel: four a lane of one warp */
+#define SOFT_TAKE_MAX 64      /* boxes a round takes at most (the update's bit masks) */
+#define SOFT_COOP_THREADS 1024
+#define SOFT_COOP_SLICE 256   /* boxes per block of the cooperative kernel's update */
 #define SOFT_RADIX_BITS 8
 
 typedef unsigned long long word_t;
@@ -663,16 +674,17 @@ __device__ void soft_update(const soft_segment &s, const dp_pbox *taken, int t, 
     }
 }
 
-/* A rank threshold with between SOFT_ROUND_MIN and SOFT_ROUND_MAX boxes at
- * or above it, or 0 (all of them) when no more than SOFT_ROUND_MAX are in: a
- * radix select, 8 bits a pass over a shared histogram, from a bit above
- * which every rank still in is the same (`fixed` of them, whose histogram
- * the update already made; -1: from the highest bit in which the ranks
- * differ). It stops at the first digit that lands in the range, so the
- * update's pass is usually the only one. */
+/* A rank threshold with between CAP / 2 and CAP boxes at or above it, or 0
+ * (all of them) when no more than CAP are in: a radix select, 8 bits a pass
+ * over a shared histogram, from a bit above which every rank still in is
+ * the same (`fixed` of them, whose histogram the update already made; -1:
+ * from the highest bit in which the ranks differ). It stops at the first
+ * digit that lands in the range, so the update's pass is usually the only
+ * one. */
+template <int CAP>
 __device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *hist, soft_state &st)
 {
-    if (st.alive <= SOFT_ROUND_MAX) return 0;
+    if (st.alive <= CAP) return 0;
     const int lane = threadIdx.x % 32;
     bool counted = fixed >= 0;
     if (!counted) fixed = __clzll((long long)(st.hi_rank ^ st.lo_rank));
@@ -693,7 +705,7 @@ __device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *his
         }
         counted = false;
         if (threadIdx.x < 32) {
-            /* lane l counts its bins from the top down; one lane sees the count reach SOFT_ROUND_MIN */
+            /* lane l counts its bins from the top down; one lane sees the count reach CAP / 2 */
             const int per_lane = (bins + 31) / 32;
             int64_t sum = 0;
             for (int k = 0; k < per_lane; ++k) {
@@ -706,15 +718,15 @@ __device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *his
                 if (lane >= d) upto += o;
             }
             int64_t cum = above + upto - sum;
-            if (cum < SOFT_ROUND_MIN && cum + sum >= SOFT_ROUND_MIN) {
+            if (cum < CAP / 2 && cum + sum >= CAP / 2) {
                 for (int k = 0; k < per_lane; ++k) {
                     const int bin = bins - 1 - (lane * per_lane + k);
                     cum += hist[bin];
-                    if (cum >= SOFT_ROUND_MIN) {
+                    if (cum >= CAP / 2) {
                         st.prefix = (prefix << width) | (word_t)bin;
                         st.threshold = st.prefix << shift;
                         st.above = cum - hist[bin];
-                        st.done = cum <= SOFT_ROUND_MAX;
+                        st.done = cum <= CAP;
                         break;
                     }
                 }
@@ -726,62 +738,189 @@ __device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *his
     }
 }
 
-/* Warp 0 takes boxes among the round's candidates (two a lane) the way the
- * reference does - the highest current rank, then the decay of the others
- * by the weights in `weight`. The first is the best box of all; another is
- * taken only while the best candidate ranks above `bound`, the highest rank
- * any other box can reach by then (a decay multiplies by a weight in
- * [0, 1]: it lowers a positive score and raises a negative one towards 0). */
-__device__ void soft_resolve(const soft_segment &s, word_t bound, int64_t limit, const dp_pbox *cand_box,
-                             const float *cand_score, const word_t *cand_rank, const int32_t *cand_slot,
-                             const int32_t *cand_tiebreak, const float (*weight)[SOFT_ROUND_MAX], dp_pbox *taken,
-                             int32_t *kept_pos, float *kept_score, soft_state &st)
+/* The highest rank across the warp. */
+__device__ __forceinline__ word_t warp_rank_max(word_t v)
 {
+#if defined(DETPOST_SIM) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
+    /* two single-instruction reductions instead of five 64-bit shuffle steps */
+    const unsigned hi = __reduce_max_sync(FULL_MASK, (unsigned)(v >> 32));
+    const unsigned lo = __reduce_max_sync(FULL_MASK, (unsigned)(v >> 32) == hi ? (unsigned)v : 0u);
+    return (word_t)hi << 32 | lo;
+#else
+    return warp_max(v);
+#endif
+}
+
+/* A block's shared memory for soft-NMS rounds of up to CAP candidates; the
+ * CAP x CAP weights are the launch's dynamic shared memory. */
+template <int CAP>
+struct soft_smem {
+    soft_state *st;
+    dp_pbox *taken; /* [SOFT_TAKE_MAX] boxes the round took, in selection order */
+    dp_pbox *cand_box;
+    float *cand_score;
+    word_t *cand_rank;
+    int32_t *cand_slot, *cand_tiebreak;
+    float *weight; /* [CAP][CAP]: the factor candidate j's score takes when candidate i is taken */
+    int32_t (*queue_pair)[32];
+    float (*queue_weight)[32];
+    unsigned *hist;
+};
+
+template <int CAP>
+__device__ __forceinline__ soft_smem<CAP> soft_shared()
+{
+    DP_SHARED(soft_state, st, [1]);
+    DP_SHARED(dp_pbox, taken, [SOFT_TAKE_MAX]);
+    DP_SHARED(dp_pbox, cand_box, [CAP]);
+    DP_SHARED(float, cand_score, [CAP]);
+    DP_SHARED(word_t, cand_rank, [CAP]);
+    DP_SHARED(int32_t, cand_slot, [CAP]);
+    DP_SHARED(int32_t, cand_tiebreak, [CAP]);
+    DP_SHARED(int32_t, queue_pair, [32][32]);
+    DP_SHARED(float, queue_weight, [32][32]);
+    DP_SHARED(unsigned, hist, [1 << SOFT_RADIX_BITS]);
+    DP_SHARED_DYNAMIC(float, weight);
+    return soft_smem<CAP>{st,     taken,      cand_box,     cand_score, cand_rank, cand_slot,
+                          cand_tiebreak, weight, queue_pair, queue_weight, hist};
+}
+
+/* Warp 0 takes boxes among the round's candidates (CAP / 32 a lane) the way
+ * the reference does - the highest current rank, then the decay of the
+ * others by the weights in `weight`. The first is the best box of all;
+ * another is taken only while the best candidate ranks above `bound`, the
+ * highest rank any other box can reach by then (a decay multiplies by a
+ * weight in [0, 1]: it lowers a positive score and raises a negative one
+ * towards 0). A round takes at most SOFT_TAKE_MAX boxes; the next round
+ * goes on from there. */
+template <int CAP>
+__device__ void soft_resolve(const soft_segment &s, word_t bound, int64_t limit, const soft_smem<CAP> &sm,
+                             int32_t *kept_pos, float *kept_score)
+{
+    constexpr int PER = CAP / 32;
+    soft_state &st = *sm.st;
     const int lane = threadIdx.x, m = (int)st.candidates;
-    float s0 = lane < m ? cand_score[lane] : 0.0f, s1 = lane + 32 < m ? cand_score[lane + 32] : 0.0f;
-    word_t r0 = lane < m ? cand_rank[lane] : 0, r1 = lane + 32 < m ? cand_rank[lane + 32] : 0;
-    const int32_t tb0 = lane < m ? cand_tiebreak[lane] : 0, tb1 = lane + 32 < m ? cand_tiebreak[lane + 32] : 0;
+    float sc[PER];
+    word_t rk[PER];
+    int32_t tb[PER];
+    for (int k = 0; k < PER; ++k) {
+        const int j = lane + 32 * k;
+        sc[k] = j < m ? sm.cand_score[j] : 0.0f;
+        rk[k] = j < m ? sm.cand_rank[j] : 0;
+        tb[k] = j < m ? sm.cand_tiebreak[j] : 0;
+    }
     int64_t kept = st.kept;
     int t = 0;
-    while (limit <= 0 || kept < limit) {
-        const word_t best = warp_max(r0 > r1 ? r0 : r1);
+    while ((limit <= 0 || kept < limit) && t < SOFT_TAKE_MAX) {
+        word_t mine = 0;
+        for (int k = 0; k < PER; ++k) mine = rk[k] > mine ? rk[k] : mine;
+        const word_t best = warp_rank_max(mine);
         if (best == 0 || (t > 0 && best <= bound)) break;
-        const int mine = r0 == best ? lane : r1 == best ? lane + 32 : -1;
-        const int i = __shfl_sync(FULL_MASK, mine, __ffs((int)__ballot_sync(FULL_MASK, mine >= 0)) - 1);
-        if (mine >= 0) {
-            const int32_t slot = cand_slot[i];
+        int at = -1; /* ranks are unique: one lane holds the best */
+        for (int k = 0; k < PER; ++k)
+            if (rk[k] == best) at = k;
+        const unsigned holder = __ballot_sync(FULL_MASK, at >= 0);
+        const int i = __shfl_sync(FULL_MASK, lane + 32 * at, __ffs((int)holder) - 1);
+        if (at >= 0) {
+            float taken_score = 0.0f; /* registers are not indexed by a variable: no local memory */
+            for (int k = 0; k < PER; ++k)
+                if (k == at) taken_score = sc[k], rk[k] = 0;
+            const int32_t slot = sm.cand_slot[i];
             kept_pos[s.v.lo + kept] = slot;
-            kept_score[s.v.lo + kept] = mine == lane ? s0 : s1;
+            kept_score[s.v.lo + kept] = taken_score;
             s.cur[slot] = NAN;
             s.rank[slot] = 0;
-            taken[t] = cand_box[i];
-            if (mine == lane) r0 = 0;
-            else r1 = 0;
+            sm.taken[t] = sm.cand_box[i];
         }
         ++kept, ++t;
-        if (r0 != 0) {
-            s0 = DP_MUL(s0, weight[i][lane]);
-            r0 = s0 >= s.min_score ? soft_rank(s0, tb0) : 0;
-        }
-        if (r1 != 0) {
-            s1 = DP_MUL(s1, weight[i][lane + 32]);
-            r1 = s1 >= s.min_score ? soft_rank(s1, tb1) : 0;
-        }
+        const float *row = sm.weight + i * CAP;
+        for (int k = 0; k < PER; ++k)
+            if (rk[k] != 0) {
+                sc[k] = DP_MUL(sc[k], row[lane + 32 * k]);
+                rk[k] = sc[k] >= s.min_score ? soft_rank(sc[k], tb[k]) : 0;
+            }
     }
+    __syncwarp();
     if (lane == 0) st.taken = t, st.kept = kept;
 }
 
-/* Soft-NMS of one segment per block, in rounds that each take several boxes
- * (see the top of the file):
- *   update    every box still in applies the decays of the last round's
- *             boxes and gets its rank;
- *   threshold the SOFT_ROUND_MIN to SOFT_ROUND_MAX best boxes become the
- *             round's candidates, with the weight of every pair of them;
+/* The rank of min_score (the lowest a box still in can have) and the
+ * highest rank of a score of 0 (see nms_segment_soft). */
+__device__ __forceinline__ word_t soft_lowest(float min_score) { return (word_t)~dp_score_key(min_score) << 32; }
+__device__ __forceinline__ word_t soft_zero_max() { return (word_t)~dp_score_key(0.0f) << 32 | 0xffffffffu; }
+
+/* Bits above which every rank still in agrees, given the highest and lowest
+ * rank they can have; -1 where the update is not to count them. */
+__device__ __forceinline__ int soft_fixed(bool first, word_t highest, word_t lowest)
+{
+    return first || highest == lowest ? -1 : __clzll((long long)(highest ^ lowest));
+}
+
+/* After a round: every box still in was a candidate and the round took all
+ * it could (not stopped by SOFT_TAKE_MAX), or the limit is reached. */
+__device__ __forceinline__ bool soft_done(word_t threshold, const soft_state &st, int64_t limit)
+{
+    return (threshold == 0 && st.taken < SOFT_TAKE_MAX) || (limit > 0 && st.kept >= limit);
+}
+
+/* What one block does in a round once every box still in is up to date,
+ * its ranks counted in sm.hist (at `fixed`, see soft_threshold) and st.alive,
+ * hi_rank and lo_rank hold the segment's totals:
+ *   threshold the CAP / 2 to CAP best boxes become the round's candidates,
+ *             with the weight of every pair of them;
  *   resolve   one warp takes candidates in the reference's order while the
  *             best of them outranks anything another box can reach.
- * The scores are the reference's bits: each is the same product of the same
- * weights in the same order (a candidate's is recomputed by the next update
- * from its score before the round). */
+ * Returns the threshold (0: every box still in was a candidate). */
+template <int METHOD, int CAP>
+__device__ word_t soft_lead(const soft_segment &s, int fixed, bool negative, int64_t limit, const soft_smem<CAP> &sm,
+                            int32_t *kept_pos, float *kept_score)
+{
+    soft_state &st = *sm.st;
+    const word_t zero_max = soft_zero_max();
+    const word_t threshold = soft_threshold<CAP>(s, fixed, sm.hist, st);
+    /* the highest rank a box outside the candidates can reach: below the threshold, or up to 0 */
+    const word_t bound = threshold == 0 ? 0 : negative && threshold <= zero_max ? zero_max : threshold - 1;
+    /* the candidates: eight ranks a thread are read before any is tested, so the loads overlap */
+    for (int64_t base = s.v.lo + threadIdx.x; base < s.v.hi; base += 8 * (int64_t)blockDim.x) {
+        word_t r[8];
+        for (int k = 0; k < 8; ++k) {
+            const int64_t p = base + (int64_t)k * blockDim.x;
+            r[k] = p < s.v.hi ? s.rank[p] : 0;
+        }
+        for (int k = 0; k < 8; ++k) {
+            if (r[k] == 0 || r[k] < threshold) continue;
+            const int64_t p = base + (int64_t)k * blockDim.x;
+            const unsigned i = atomicAdd(&st.candidates, 1u);
+            const dp_box b = s.box[p];
+            sm.cand_box[i] = dp_prepare_box(b.x1, b.y1, b.x2, b.y2, s.offset);
+            sm.cand_score[i] = s.cur[p];
+            sm.cand_rank[i] = r[k];
+            sm.cand_slot[i] = (int32_t)p;
+            sm.cand_tiebreak[i] = s.tiebreak[p];
+        }
+    }
+    __syncthreads();
+    const int m = (int)st.candidates;
+    for (int e = threadIdx.x; e < m * m; e += blockDim.x) {
+        const int i = e / m, j = e - i * m;
+        sm.weight[i * CAP + j] =
+            i != j && !disjoint(sm.cand_box[i], sm.cand_box[j], s.offset)
+                ? soft_weight<METHOD>(sm.cand_box[i], sm.cand_box[j], s.iou_threshold, s.sigma, s.offset)
+                : 1.0f;
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) soft_resolve<CAP>(s, bound, limit, sm, kept_pos, kept_score);
+    __syncthreads();
+    return threshold;
+}
+
+/* Soft-NMS of one segment per block, in rounds that each take several boxes
+ * (see the top of the file): every box still in applies the decays of the
+ * last round's boxes and gets its rank (soft_update), then soft_lead picks
+ * the round's candidates and takes boxes among them. The scores are the
+ * reference's bits: each is the same product of the same weights in the
+ * same order (a candidate's is recomputed by the next update from its score
+ * before the round). */
 template <int METHOD>
 __global__ void __launch_bounds__(1024)
     nms_segment_soft(dp_segments segs, const dp_box *__restrict__ box, const float *__restrict__ score,
@@ -790,18 +929,8 @@ __global__ void __launch_bounds__(1024)
                      int32_t *__restrict__ kept_pos, float *__restrict__ kept_score, int32_t *__restrict__ kept_count,
                      uint64_t *__restrict__ final_keys, int fbits)
 {
-    DP_SHARED(soft_state, st, [1]);
-    DP_SHARED(dp_pbox, taken, [SOFT_ROUND_MAX]);
-    DP_SHARED(dp_pbox, cand_box, [SOFT_ROUND_MAX]);
-    DP_SHARED(float, cand_score, [SOFT_ROUND_MAX]);
-    DP_SHARED(word_t, cand_rank, [SOFT_ROUND_MAX]);
-    DP_SHARED(int32_t, cand_slot, [SOFT_ROUND_MAX]);
-    DP_SHARED(int32_t, cand_tiebreak, [SOFT_ROUND_MAX]);
-    DP_SHARED(float, weight, [SOFT_ROUND_MAX][SOFT_ROUND_MAX]);
-    DP_SHARED(int32_t, queue_pair, [32][32]);
-    DP_SHARED(float, queue_weight, [32][32]);
-    DP_SHARED(unsigned, hist, [1 << SOFT_RADIX_BITS]);
-    soft_state &state = st[0];
+    const soft_smem<SOFT_BLOCK_CAP> sm = soft_shared<SOFT_BLOCK_CAP>();
+    soft_state &state = *sm.st;
     const int warp = threadIdx.x / 32;
     for (int64_t seg = blockIdx.x; seg < segs.total; seg += gridDim.x) {
         const soft_segment s = {find_segment(segs, seg), box, score, tiebreak, cur, rank,
@@ -809,60 +938,113 @@ __global__ void __launch_bounds__(1024)
         if (threadIdx.x == 0) state.kept = 0, state.taken = 0;
         /* after the first pass, the ranks still in lie between that of min_score and the last highest one,
          * or the highest of a score of 0 while negative scores, which decays raise, are in */
-        const word_t lowest = (word_t)~dp_score_key(min_score) << 32, zero = (word_t)~dp_score_key(0.0f) << 32;
-        const word_t zero_max = zero | 0xffffffffu;
+        const word_t lowest = soft_lowest(min_score), zero = soft_lowest(0.0f), zero_max = soft_zero_max();
         word_t highest = lowest;
         for (bool first = true;; first = false) {
-            const int fixed = first || highest == lowest ? -1 : __clzll((long long)(highest ^ lowest));
-            for (int i = threadIdx.x; i < (1 << SOFT_RADIX_BITS); i += blockDim.x) hist[i] = 0;
+            const int fixed = soft_fixed(first, highest, lowest);
+            for (int i = threadIdx.x; i < (1 << SOFT_RADIX_BITS); i += blockDim.x) sm.hist[i] = 0;
             if (threadIdx.x == 0) state.hi_rank = 0, state.lo_rank = ~0ull, state.alive = 0, state.candidates = 0;
             __syncthreads();
-            soft_update<METHOD>(s, taken, first ? 0 : state.taken, first, fixed, queue_pair[warp], queue_weight[warp],
-                                hist, state);
+            soft_update<METHOD>(s, sm.taken, first ? 0 : state.taken, first, fixed, sm.queue_pair[warp],
+                                sm.queue_weight[warp], sm.hist, state);
             __syncthreads();
             if (state.alive == 0) break;
             const bool negative = state.lo_rank < zero;
             highest = negative && state.hi_rank < zero_max ? zero_max : state.hi_rank;
-            const word_t threshold = soft_threshold(s, fixed, hist, state);
-            /* the highest rank a box outside the candidates can reach: below the threshold, or up to 0 */
-            const word_t bound = threshold == 0 ? 0 : negative && threshold <= zero_max ? zero_max : threshold - 1;
-            /* the candidates: four ranks a thread are read before any is tested, so the loads overlap */
-            for (int64_t base = s.v.lo + threadIdx.x; base < s.v.hi; base += 4 * (int64_t)blockDim.x) {
-                word_t r[4];
-                for (int k = 0; k < 4; ++k) {
-                    const int64_t p = base + (int64_t)k * blockDim.x;
-                    r[k] = p < s.v.hi ? rank[p] : 0;
-                }
-                for (int k = 0; k < 4; ++k) {
-                    if (r[k] == 0 || r[k] < threshold) continue;
-                    const int64_t p = base + (int64_t)k * blockDim.x;
-                    const unsigned i = atomicAdd(&state.candidates, 1u);
-                    const dp_box b = box[p];
-                    cand_box[i] = dp_prepare_box(b.x1, b.y1, b.x2, b.y2, offset);
-                    cand_score[i] = cur[p];
-                    cand_rank[i] = r[k];
-                    cand_slot[i] = (int32_t)p;
-                    cand_tiebreak[i] = tiebreak[p];
-                }
-            }
-            __syncthreads();
-            const int m = (int)state.candidates;
-            for (int e = threadIdx.x; e < m * m; e += blockDim.x) {
-                const int i = e / m, j = e - i * m;
-                weight[i][j] = i != j && !disjoint(cand_box[i], cand_box[j], offset)
-                                   ? soft_weight<METHOD>(cand_box[i], cand_box[j], iou_threshold, sigma, offset)
-                                   : 1.0f;
-            }
-            __syncthreads();
-            if (warp == 0)
-                soft_resolve(s, bound, limit, cand_box, cand_score, cand_rank, cand_slot, cand_tiebreak, weight,
-                             taken, kept_pos, kept_score, state);
-            __syncthreads();
-            if (threshold == 0 || (limit > 0 && state.kept >= limit)) break;
+            const word_t threshold = soft_lead<METHOD, SOFT_BLOCK_CAP>(s, fixed, negative, limit, sm, kept_pos,
+                                                                       kept_score);
+            if (soft_done(threshold, state, limit)) break;
         }
         finish_segment(s.v, state.kept, kept_pos, kept_score, tiebreak, kept_count, final_keys, fbits);
         __syncthreads(); /* the shared state is reset for the next segment */
     }
+}
+
+/* What the blocks of a cooperative soft-NMS launch share, in the workspace
+ * (cleared before the launch). Round r adds its counts into [r % 2]; the
+ * leading block clears the other half for round r + 1. */
+struct soft_coop_shared {
+    unsigned hist[2][1 << SOFT_RADIX_BITS];
+    word_t hi_rank[2], lo_inv[2]; /* the lowest rank, complemented so that a cleared word is neutral */
+    unsigned alive[2];
+    int taken; /* boxes the last round took */
+    int stop;  /* the segment is done */
+    dp_pbox taken_box[SOFT_TAKE_MAX];
+};
+
+/* Single-class soft-NMS over every multiprocessor: the rounds of
+ * nms_segment_soft, with the update - most of the work, the decays of
+ * every box still in - split among the blocks of a cooperative launch, each
+ * taking consecutive slots (nearby boxes: the slots are in spatial order).
+ * Two grid-wide barriers a round: after the update, when the blocks have
+ * added their histograms and totals, block 0 alone picks the candidates and
+ * takes boxes (soft_lead); after it, every block reads the boxes taken. */
+template <int METHOD>
+__global__ void __launch_bounds__(SOFT_COOP_THREADS)
+    nms_soft_coop(const int32_t *__restrict__ count, const dp_box *__restrict__ box, const float *__restrict__ score,
+                  const int32_t *__restrict__ tiebreak, float *__restrict__ cur, word_t *__restrict__ rank,
+                  float iou_threshold, float sigma, float min_score, float offset, int64_t limit,
+                  int32_t *__restrict__ kept_pos, float *__restrict__ kept_score, int32_t *__restrict__ kept_count,
+                  soft_coop_shared *__restrict__ g)
+{
+    const soft_smem<SOFT_COOP_CAP> sm = soft_shared<SOFT_COOP_CAP>();
+    soft_state &state = *sm.st;
+    const int warp = threadIdx.x / 32;
+    const int64_t n = count[0];
+    const int64_t per = ((n + gridDim.x - 1) / gridDim.x + 31) / 32 * 32;
+    const int64_t lo = (int64_t)blockIdx.x * per < n ? (int64_t)blockIdx.x * per : n;
+    const segment_view all = {0, n, 0}, part = {lo, lo + per < n ? lo + per : n, 0};
+    const soft_segment whole = {all, box, score, tiebreak, cur, rank, iou_threshold, sigma, min_score, offset};
+    soft_segment mine = whole;
+    mine.v = part;
+    if (threadIdx.x == 0) state.kept = 0, state.taken = 0;
+    const word_t lowest = soft_lowest(min_score), zero = soft_lowest(0.0f), zero_max = soft_zero_max();
+    word_t highest = lowest;
+    int taken = 0, half = 0;
+    for (bool first = true;; first = false, half ^= 1) {
+        const int fixed = soft_fixed(first, highest, lowest);
+        for (int i = threadIdx.x; i < (1 << SOFT_RADIX_BITS); i += blockDim.x) sm.hist[i] = 0;
+        for (int i = threadIdx.x; i < taken; i += blockDim.x) sm.taken[i] = g->taken_box[i];
+        if (threadIdx.x == 0) state.hi_rank = 0, state.lo_rank = ~0ull, state.alive = 0, state.candidates = 0;
+        __syncthreads();
+        soft_update<METHOD>(mine, sm.taken, taken, first, fixed, sm.queue_pair[warp], sm.queue_weight[warp], sm.hist,
+                            state);
+        __syncthreads();
+        if (fixed >= 0)
+            for (int i = threadIdx.x; i < (1 << SOFT_RADIX_BITS); i += blockDim.x)
+                if (sm.hist[i]) atomicAdd(&g->hist[half][i], sm.hist[i]);
+        if (threadIdx.x == 0 && state.alive > 0) {
+            atomicMax(&g->hi_rank[half], state.hi_rank);
+            atomicMax(&g->lo_inv[half], ~state.lo_rank);
+            atomicAdd(&g->alive[half], state.alive);
+        }
+        dp_grid_sync();
+        const unsigned alive = g->alive[half];
+        if (alive == 0) break;
+        const word_t hi = g->hi_rank[half], lo_rank = ~g->lo_inv[half];
+        const bool negative = lo_rank < zero;
+        highest = negative && hi < zero_max ? zero_max : hi;
+        if (blockIdx.x == 0) {
+            for (int i = threadIdx.x; i < (1 << SOFT_RADIX_BITS); i += blockDim.x) {
+                if (fixed >= 0) sm.hist[i] = g->hist[half][i];
+                g->hist[half ^ 1][i] = 0;
+            }
+            if (threadIdx.x == 0) {
+                state.alive = alive, state.hi_rank = hi, state.lo_rank = lo_rank;
+                g->hi_rank[half ^ 1] = 0, g->lo_inv[half ^ 1] = 0, g->alive[half ^ 1] = 0;
+            }
+            __syncthreads();
+            const word_t threshold =
+                soft_lead<METHOD, SOFT_COOP_CAP>(whole, fixed, negative, limit, sm, kept_pos, kept_score);
+            for (int i = threadIdx.x; i < state.taken; i += blockDim.x) g->taken_box[i] = sm.taken[i];
+            if (threadIdx.x == 0)
+                g->taken = state.taken, g->stop = soft_done(threshold, state, limit);
+        }
+        dp_grid_sync();
+        if (g->stop) break;
+        taken = g->taken;
+    }
+    if (blockIdx.x == 0) finish_segment(all, state.kept, kept_pos, kept_score, tiebreak, kept_count, nullptr, 0);
 }
 
 /* ---- workspace: single-class ----------------------------------------------- */
@@ -888,6 +1070,7 @@ struct nms_ws {
     float *kept_score;
     float *cur;     /* soft */
     word_t *rank;   /* soft: the sort keys' space, free once the boxes are gathered */
+    soft_coop_shared *coop; /* soft: what the blocks of the cooperative kernel share */
     word_t *remv;   /* hard: removal bits of every sorted position */
     word_t *mask;   /* hard: one stripe's suppression bits, stripe_rows x words */
 };
@@ -910,6 +1093,7 @@ static size_t nms_layout(dp_carver *c, const detpost_nms_params *p, int64_t n, n
     if (dp_nms_is_soft(p->method)) {
         ws->cur = (float *)dp_carve(c, un * sizeof(float));
         ws->rank = (word_t *)ws->keys_in;
+        ws->coop = (soft_coop_shared *)dp_carve(c, sizeof(soft_coop_shared));
     } else {
         const int64_t words = (n + 63) / 64;
         ws->remv = (word_t *)dp_carve(c, (size_t)words * sizeof(word_t));
@@ -946,7 +1130,7 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
     const size_t resolve_bytes = (size_t)win_words * 64 * win_words * sizeof(word_t);
     DP_CUDA_TRY(ctx,
                 cudaFuncSetAttribute(nms_stripe_resolve, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)resolve_bytes + 8192),
+                                     (int)resolve_bytes),
                 "raising the NMS resolve kernel's shared-memory limit");
     DP_CUDA_TRY(ctx, cudaMemsetAsync(ws.remv, 0, (size_t)words * sizeof(word_t), s), "clearing the removal bits");
     for (int64_t r0 = 0; r0 < n; r0 += rows) {
@@ -984,9 +1168,58 @@ static cudaError_t launch_soft(const dp_segments &segs, unsigned threads, const 
                                uint64_t *final_keys, int fbits, cudaStream_t s)
 {
     const int64_t blocks = segs.total < 65535 ? segs.total : 65535;
-    dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads), 0, s);
+    dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads), SOFT_BLOCK_CAP * SOFT_BLOCK_CAP * sizeof(float), s);
     return DP_LAUNCH(nms_segment_soft<METHOD>, cfg, segs, box, score, tiebreak, cur, rank, p->iou_threshold,
                      p->sigma, p->min_score, p->offset, limit, kept_pos, kept_score, kept_count, final_keys, fbits);
+}
+
+/* Blocks of a cooperative soft-NMS launch the device can hold at once, per
+ * device and method, found once (0: the device cannot run it, and the
+ * one-block kernel does the work). */
+template <int METHOD>
+static int soft_coop_blocks(const detpost_ctx *ctx)
+{
+    static std::atomic<int> known[64];
+    const size_t weights = (size_t)SOFT_COOP_CAP * SOFT_COOP_CAP * sizeof(float);
+    if (ctx->device < 0 || ctx->device >= 64) return 0;
+    int blocks = known[ctx->device].load(std::memory_order_relaxed);
+    if (blocks != 0) return blocks > 0 ? blocks : 0;
+    blocks = 0;
+    if (cudaFuncSetAttribute(nms_soft_coop<METHOD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)weights) ==
+        cudaSuccess)
+        blocks = dp_coop_max_blocks(ctx, nms_soft_coop<METHOD>, SOFT_COOP_THREADS, weights);
+    (void)cudaGetLastError();
+    known[ctx->device].store(blocks > 0 ? blocks : -1, std::memory_order_relaxed);
+    return blocks;
+}
+
+/* Single-class soft-NMS: the cooperative kernel with one block per
+ * SOFT_COOP_SLICE boxes, as many as the device holds at once (counted for
+ * blocks of SOFT_COOP_THREADS, the most a launch uses). */
+template <int METHOD>
+static detpost_status run_soft(detpost_ctx *ctx, const detpost_nms_params *p, int64_t n, const nms_ws &ws)
+{
+    cudaStream_t s = dp_stream(ctx);
+    int64_t blocks = soft_coop_blocks<METHOD>(ctx);
+    if (blocks == 0) {
+        const dp_segments segs = {ws.state, nullptr, n, 1, 1};
+        DP_CUDA_TRY(ctx,
+                    launch_soft<METHOD>(segs, threads_for(n), p, p->max_output, ws.box, ws.score, ws.order, ws.cur,
+                                        ws.rank, ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s),
+                    "launching the soft-NMS kernel");
+        return DETPOST_OK;
+    }
+    const int64_t want = (n + SOFT_COOP_SLICE - 1) / SOFT_COOP_SLICE;
+    if (want < blocks) blocks = want;
+    DP_CUDA_TRY(ctx, cudaMemsetAsync(ws.coop, 0, sizeof(soft_coop_shared), s), "clearing the soft-NMS state");
+    /* fewer threads for fewer boxes: block 0's scans over every slot are what need many */
+    dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads_for(n)), SOFT_COOP_CAP * SOFT_COOP_CAP * sizeof(float), s);
+    DP_CUDA_TRY(ctx,
+                DP_LAUNCH_COOP(nms_soft_coop<METHOD>, cfg, ws.state, ws.box, ws.score, ws.order, ws.cur, ws.rank,
+                               p->iou_threshold, p->sigma, p->min_score, p->offset, p->max_output, ws.kept_pos,
+                               ws.kept_score, ws.state + 1, ws.coop),
+                "launching the soft-NMS kernel");
+    return DETPOST_OK;
 }
 
 detpost_status cuda_nms(detpost_ctx *ctx, const detpost_nms_params *p, const float *boxes, const float *scores,
@@ -1021,17 +1254,10 @@ detpost_status cuda_nms(detpost_ctx *ctx, const detpost_nms_params *p, const flo
     DP_CUDA_TRY(ctx, DP_LAUNCH(nms_gather, gather_cfg, boxes, scores, ws.order, n, ws.box, ws.score),
                 "launching the NMS gather kernel");
 
-    cudaError_t err = cudaSuccess;
     if (soft) {
-        const dp_segments segs = {ws.state, nullptr, n, 1, 1};
-        const unsigned threads = threads_for(n);
-        if (p->method == DETPOST_NMS_LINEAR)
-            err = launch_soft<DP_NMS_LINEAR>(segs, threads, p, p->max_output, ws.box, ws.score, ws.order, ws.cur,
-                                             ws.rank, ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s);
-        else
-            err = launch_soft<DP_NMS_GAUSSIAN>(segs, threads, p, p->max_output, ws.box, ws.score, ws.order, ws.cur,
-                                               ws.rank, ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s);
-        DP_CUDA_TRY(ctx, err, "launching the soft-NMS kernel");
+        st = p->method == DETPOST_NMS_LINEAR ? run_soft<DP_NMS_LINEAR>(ctx, p, n, ws)
+                                             : run_soft<DP_NMS_GAUSSIAN>(ctx, p, n, ws);
+        if (st != DETPOST_OK) return st;
     } else {
         st = p->method == DETPOST_NMS_DIOU ? run_stripes<DP_MODE_DIOU>(ctx, p, n, ws)
                                            : run_stripes<DP_MODE_IOU>(ctx, p, n, ws);

@@ -698,7 +698,7 @@ static const grid_case grid_cases[] = {
     {"drops below min_score inside rounds", 12, 12, 10, 0.9f, 0.2f, SCORES_NEAR_MIN, 0.1f, 0.3f, 0.2f, 0},
     {"max_output inside a round", 16, 12, 4, 0.6f, 0.1f, SCORES_UNIFORM, 0.5f, 0.001f, 0.3f, 157},
     /* a decay raises a negative score towards 0: boxes outside the candidates can climb */
-    {"negative scores and zeros", 8, 6, 4, 1.2f, 0.15f, SCORES_SIGNED, 0.5f, -0.9f, 0.1f, 0},
+    {"negative scores and zeros", 10, 6, 5, 1.2f, 0.15f, SCORES_SIGNED, 0.5f, -0.9f, 0.1f, 0},
 };
 
 static float grid_score(t_rng *r, int kind)
