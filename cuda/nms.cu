@@ -77,7 +77,6 @@
 #include "../host/nms.h"
 #include "../host/nms_math.h"
 
-#include <atomic>
 
 #define FULL_MASK 0xffffffffu
 #define NMS_THREADS 256
@@ -1193,24 +1192,22 @@ static cudaError_t launch_soft(const dp_segments &segs, unsigned threads, const 
                      p->sigma, p->min_score, p->offset, limit, kept_pos, kept_score, kept_count, final_keys, fbits);
 }
 
-/* Blocks of a cooperative soft-NMS launch the device can hold at once, per
- * device and method, found once (0: the device cannot run it, and the
- * one-block kernel does the work). */
+/* Blocks of a cooperative soft-NMS launch the context's device can hold at
+ * once, found on the context's first soft-NMS call of the method (0: the
+ * device cannot run it, and the one-block kernel does the work). */
 template <int METHOD>
-static int soft_coop_blocks(const detpost_ctx *ctx)
+static int soft_coop_blocks(detpost_ctx *ctx)
 {
-    static std::atomic<int> known[64];
+    int &known = ctx->soft_nms_blocks[METHOD == DP_NMS_LINEAR ? 0 : 1];
+    if (known != 0) return known > 0 ? known : 0;
     const size_t weights = (size_t)SOFT_COOP_CAP * SOFT_COOP_CAP * sizeof(float);
-    if (ctx->device < 0 || ctx->device >= 64) return 0;
-    int blocks = known[ctx->device].load(std::memory_order_relaxed);
-    if (blocks != 0) return blocks > 0 ? blocks : 0;
-    blocks = 0;
+    int blocks = 0;
     if (cudaFuncSetAttribute(nms_soft_coop<METHOD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)weights) ==
         cudaSuccess)
         blocks = dp_coop_max_blocks(ctx, nms_soft_coop<METHOD>, SOFT_COOP_THREADS, weights);
-    (void)cudaGetLastError();
-    known[ctx->device].store(blocks > 0 ? blocks : -1, std::memory_order_relaxed);
-    return blocks;
+    (void)cudaGetLastError(); /* a device that refuses leaves no error for the next launch */
+    known = blocks > 0 ? blocks : -1;
+    return blocks > 0 ? blocks : 0;
 }
 
 /* Single-class soft-NMS: the cooperative kernel with one block per

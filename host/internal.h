@@ -30,6 +30,8 @@ struct detpost_ctx {
     void *fault;                /* CUDA: the device fault word, see dp_fault_kind */
     int multiprocessors;        /* CUDA: the device's SM count, read once at creation */
     int smem_optin;             /* CUDA: the most shared memory a block may opt in to, bytes */
+    int soft_nms_blocks[2];     /* CUDA: cooperative soft-NMS blocks the device holds, linear and gaussian,
+                                 * found on first use (0: not yet, -1: none) */
     struct {
         void *ptr;
         size_t bytes;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../host/internal.h"
 #include "../host/nms_math.h"
 #include "common.h"
 
@@ -298,9 +299,12 @@ static void compare_nms(const nms_out *got, const nms_out *want, int64_t n, cons
 static const int64_t cross_sizes[] = {1,    2,    31,   63,   64,   65,   129,  255,  256,
                                       257,  1000, 1025, 2047, 2048, 2049, 3100, 4097, 5000};
 
-static void cpu_vs_cuda(detpost_nms_method method, uint64_t seed, int64_t max_soft)
+/* one_block: single-class soft-NMS as on a device that cannot hold the
+ * cooperative kernel (the context's record of it says so). */
+static void cpu_vs_cuda(detpost_nms_method method, uint64_t seed, int64_t max_soft, int one_block)
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    if (one_block) gpu->soft_nms_blocks[0] = gpu->soft_nms_blocks[1] = -1;
     t_rng rng = {seed};
     for (size_t i = 0; i < sizeof cross_sizes / sizeof cross_sizes[0]; ++i) {
         const int64_t n = cross_sizes[i];
@@ -327,10 +331,11 @@ static void cpu_vs_cuda(detpost_nms_method method, uint64_t seed, int64_t max_so
     detpost_destroy(gpu);
 }
 
-Test(nms, cpu_vs_cuda_hard) { cpu_vs_cuda(DETPOST_NMS_HARD, 101, 0); }
-Test(nms, cpu_vs_cuda_diou) { cpu_vs_cuda(DETPOST_NMS_DIOU, 202, 0); }
-Test(nms, cpu_vs_cuda_linear) { cpu_vs_cuda(DETPOST_NMS_LINEAR, 303, 2049); }
-Test(nms, cpu_vs_cuda_gaussian) { cpu_vs_cuda(DETPOST_NMS_GAUSSIAN, 404, 5000); }
+Test(nms, cpu_vs_cuda_hard) { cpu_vs_cuda(DETPOST_NMS_HARD, 101, 0, 0); }
+Test(nms, cpu_vs_cuda_diou) { cpu_vs_cuda(DETPOST_NMS_DIOU, 202, 0, 0); }
+Test(nms, cpu_vs_cuda_linear) { cpu_vs_cuda(DETPOST_NMS_LINEAR, 303, 2049, 0); }
+Test(nms, cpu_vs_cuda_gaussian) { cpu_vs_cuda(DETPOST_NMS_GAUSSIAN, 404, 5000, 0); }
+Test(nms, cpu_vs_cuda_soft_one_block) { cpu_vs_cuda(DETPOST_NMS_GAUSSIAN, 505, 2049, 1); }
 
 /* The same input twice gives the same bits, and a call leaves no state that
  * changes the next one. */
