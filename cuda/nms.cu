@@ -1218,23 +1218,27 @@ static detpost_status run_soft(detpost_ctx *ctx, const detpost_nms_params *p, in
 {
     cudaStream_t s = dp_stream(ctx);
     int64_t blocks = soft_coop_blocks<METHOD>(ctx);
-    if (blocks == 0) {
-        const dp_segments segs = {ws.state, nullptr, n, 1, 1};
-        DP_CUDA_TRY(ctx,
-                    launch_soft<METHOD>(segs, threads_for(n), p, p->max_output, ws.box, ws.score, ws.order, ws.cur,
-                                        ws.rank, ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s),
-                    "launching the soft-NMS kernel");
-        return DETPOST_OK;
+    if (blocks > 0) {
+        const int64_t want = (n + SOFT_COOP_SLICE - 1) / SOFT_COOP_SLICE;
+        if (want < blocks) blocks = want;
+        DP_CUDA_TRY(ctx, cudaMemsetAsync(ws.coop, 0, sizeof(soft_coop_shared), s), "clearing the soft-NMS state");
+        /* fewer threads for fewer boxes: block 0's scans over every slot are what need many */
+        dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads_for(n)), SOFT_COOP_CAP * SOFT_COOP_CAP * sizeof(float),
+                          s);
+        const cudaError_t err =
+            DP_LAUNCH_COOP(nms_soft_coop<METHOD>, cfg, ws.state, ws.box, ws.score, ws.order, ws.cur, ws.rank,
+                           p->iou_threshold, p->sigma, p->min_score, p->offset, p->max_output, ws.kept_pos,
+                           ws.kept_score, ws.state + 1, ws.coop);
+        if (err == cudaSuccess) return DETPOST_OK;
+        /* fewer multiprocessors than the device has (a shared device, MPS): the one-block kernel from now on */
+        if (err != cudaErrorCooperativeLaunchTooLarge) return dp_cuda_status(ctx, err, "launching the soft-NMS kernel");
+        (void)cudaGetLastError();
+        ctx->soft_nms_blocks[METHOD == DP_NMS_LINEAR ? 0 : 1] = -1;
     }
-    const int64_t want = (n + SOFT_COOP_SLICE - 1) / SOFT_COOP_SLICE;
-    if (want < blocks) blocks = want;
-    DP_CUDA_TRY(ctx, cudaMemsetAsync(ws.coop, 0, sizeof(soft_coop_shared), s), "clearing the soft-NMS state");
-    /* fewer threads for fewer boxes: block 0's scans over every slot are what need many */
-    dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads_for(n)), SOFT_COOP_CAP * SOFT_COOP_CAP * sizeof(float), s);
+    const dp_segments segs = {ws.state, nullptr, n, 1, 1};
     DP_CUDA_TRY(ctx,
-                DP_LAUNCH_COOP(nms_soft_coop<METHOD>, cfg, ws.state, ws.box, ws.score, ws.order, ws.cur, ws.rank,
-                               p->iou_threshold, p->sigma, p->min_score, p->offset, p->max_output, ws.kept_pos,
-                               ws.kept_score, ws.state + 1, ws.coop),
+                launch_soft<METHOD>(segs, threads_for(n), p, p->max_output, ws.box, ws.score, ws.order, ws.cur,
+                                    ws.rank, ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s),
                 "launching the soft-NMS kernel");
     return DETPOST_OK;
 }
