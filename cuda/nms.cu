@@ -12,20 +12,21 @@
  *      sorts by a spatial key instead, so that consecutive slots hold nearby
  *      boxes (see 3).
  *   2. hard / DIoU: blocked greedy over "stripes" of at most 2048 sorted
- *      boxes, so no N x N/64 bit mask is ever resident (100,000 boxes need
- *      25 MiB of masks, a million 32 MiB). Per stripe:
- *        mask      64-thread blocks, one per 64-row tile and slice of the
- *                  64-column tiles right of the diagonal, compute suppression
- *                  bits, skipping tiles whose rows or columns were all
- *                  removed by earlier stripes;
- *        resolve   one block stages the stripe's mask words in shared memory,
- *                  1024 rows at a time, and one warp of it walks them 64 rows
- *                  at a time: one lane runs the sequential greedy inside a
- *                  word, the others OR the kept rows into the later words;
- *        propagate ORs the kept rows of the stripe into the removal bits of
- *                  every column right of it, a warp per slice of the kept
- *                  rows and a lane per word.
- *      A later stripe only looks at rows no earlier kept box removed, so
+ *      boxes, so no N x N/64 bit mask is ever resident: only a stripe's
+ *      bits within itself are (512 KiB). Per stripe:
+ *        mask      a block per pair of the stripe's 64-row tiles computes
+ *                  the suppression bits among its rows, skipping rows and
+ *                  columns removed by earlier stripes;
+ *        resolve   one block stages those words in shared memory, 1024 rows
+ *                  at a time, and one warp of it walks them 64 rows at a
+ *                  time: one lane runs the sequential greedy inside a word,
+ *                  the others OR the kept rows into the later words;
+ *        remove    a block per 64-column tile right of the stripe tests its
+ *                  live columns against the stripe's kept boxes alone.
+ *      Only kept rows ever need the columns right of their stripe, so those
+ *      are the only ones computed (an earlier version computed every live
+ *      row's, the mask then being a third of 10k-box NMS on an H200), and a
+ *      later stripe only looks at rows no earlier kept box removed:
  *      clustered detections cost far less than N^2 / 2 overlaps.
  *   3. soft (linear, gaussian): in rounds that each take several boxes,
  *      because one block-wide argmax per kept box makes a chain of hundreds
@@ -83,9 +84,8 @@
 #define STRIPE_MAX_ROWS 2048            /* the resolve block keeps one removal word per 64 rows */
 #define RESOLVE_THREADS 1024
 #define RESOLVE_WINDOW_WORDS 16         /* 1024 rows x 16 words of mask staged: 128 KiB of shared memory */
-#define PROPAGATE_SLICES 8              /* warps of a propagation block, each ORing every 8th kept row */
-#define MASK_BUDGET ((int64_t)32 << 20) /* bytes of suppression masks per stripe */
-#define MASK_COLUMN_BLOCKS 128          /* blocks sharing the column tiles of one row tile */
+#define MASK_THREADS 256                /* four threads a row of a 64 x 64 tile */
+#define REMOVE_THREADS 256              /* four threads a column right of the stripe */
 #define HARD_WINDOW 256                 /* candidates a hard segment block decides at once (its threads) */
 #define SELECT_THREADS 1024
 #define SELECT_BITS 11
@@ -280,40 +280,45 @@ __global__ void nms_write_keep(const int32_t *__restrict__ state, const int32_t 
 /* ---- single-class hard / DIoU: stripes ------------------------------------- */
 
 /* state: [0] candidates m, [1] kept so far, [2] kept before this stripe.
- * A block owns one 64-row tile of the stripe and every gridDim.x-th column
- * tile right of the diagonal; tiles whose rows or columns earlier stripes
- * removed entirely are skipped without computing anything. */
+ * The stripe's own suppression bits: a block takes one pair of the stripe's
+ * 64-row tiles (the row tile at or left of the column tile), four threads a
+ * row, each testing 16 of the columns; rows and columns that earlier stripes
+ * removed are skipped, and so are tiles with none left. mask holds a row of
+ * `stride` words per row of the stripe. */
 template <int MODE>
-__global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__ box, const word_t *__restrict__ remv,
-                                                      word_t *__restrict__ mask, int64_t words, int64_t r0,
-                                                      const int32_t *__restrict__ state, float iou_threshold,
-                                                      float offset, int64_t limit)
+__global__ void __launch_bounds__(MASK_THREADS)
+    nms_stripe_mask(const dp_box *__restrict__ box, const word_t *__restrict__ remv, word_t *__restrict__ mask,
+                    int64_t stride, int64_t r0, const int32_t *__restrict__ state, float iou_threshold, float offset,
+                    int64_t limit)
 {
     DP_SHARED(dp_pbox, cols, [64]);
+    DP_SHARED(word_t, part, [MASK_THREADS / 64][64]);
+    if (blockIdx.x < blockIdx.y) return;
     const int64_t m = state[0];
     if (r0 >= m || (limit > 0 && state[1] >= limit)) return;
-    const int64_t rt = r0 / 64 + blockIdx.y;
-    const word_t row_alive = ~remv[rt] & valid_bits(rt, m);
-    if (row_alive == 0) return;
-    const int t = threadIdx.x;
-    const bool mine = (row_alive >> t) & 1;
-    const dp_pbox me = prepared(mine ? box[rt * 64 + t] : dp_box{0.0f, 0.0f, 0.0f, 0.0f}, offset);
-    for (int64_t ct = rt + blockIdx.x; ct * 64 < m; ct += gridDim.x) {
-        const word_t col_alive = ~remv[ct] & valid_bits(ct, m);
-        if (col_alive == 0) continue;
-        __syncthreads(); /* the previous tile's columns are no longer read */
-        if (ct * 64 + t < m) cols[t] = prepared(box[ct * 64 + t], offset);
-        __syncthreads();
-        if (!mine) continue;
+    const int64_t rt = r0 / 64 + blockIdx.y, ct = r0 / 64 + blockIdx.x;
+    const word_t row_alive = ~remv[rt] & valid_bits(rt, m), col_alive = ~remv[ct] & valid_bits(ct, m);
+    if (row_alive == 0 || col_alive == 0) return;
+    const int t = threadIdx.x, row = t % 64, quarter = t / 64;
+    if (t < 64 && ct * 64 + t < m) cols[t] = prepared(box[ct * 64 + t], offset);
+    __syncthreads();
+    const bool mine = (row_alive >> row) & 1;
+    word_t bits = 0;
+    if (mine) {
+        const dp_pbox me = prepared(box[rt * 64 + row], offset);
         /* only columns still alive matter; on the diagonal only those after the row */
-        word_t todo = ct == rt ? col_alive & (t == 63 ? 0 : ~0ull << (t + 1)) : col_alive;
-        word_t bits = 0;
-        while (todo) {
-            const int j = __ffsll((long long)todo) - 1;
-            todo &= todo - 1;
+        const word_t after = ct != rt ? ~0ull : row == 63 ? 0 : ~0ull << (row + 1);
+        for (word_t todo = col_alive & after & (0xffffull << (16 * quarter)); todo;) {
+            const int j = take_lowest(todo);
             if (dp_overlap_prepared(&me, &cols[j], MODE, offset) > iou_threshold) bits |= 1ull << j;
         }
-        mask[(rt * 64 + t - r0) * words + ct] = bits;
+    }
+    part[quarter][row] = bits;
+    __syncthreads();
+    if (t < 64 && mine) {
+        word_t all = 0;
+        for (int q = 0; q < MASK_THREADS / 64; ++q) all |= part[q][t];
+        mask[(rt * 64 + t - r0) * stride + blockIdx.x] = all;
     }
 }
 
@@ -327,7 +332,7 @@ __global__ void __launch_bounds__(64) nms_stripe_mask(const dp_box *__restrict__
  * ORs the window's kept rows into the removal words of the stripe's later
  * windows, one warp a word. */
 __global__ void __launch_bounds__(RESOLVE_THREADS)
-    nms_stripe_resolve(const word_t *__restrict__ mask, const word_t *__restrict__ remv, int64_t words, int64_t r0,
+    nms_stripe_resolve(const word_t *__restrict__ mask, const word_t *__restrict__ remv, int64_t stride, int64_t r0,
                        int64_t rows, int win_words, int32_t *__restrict__ state, int32_t *__restrict__ kept_pos,
                        int64_t limit)
 {
@@ -351,7 +356,7 @@ __global__ void __launch_bounds__(RESOLVE_THREADS)
         for (int e = tid; e < here * 64 * here; e += blockDim.x) {
             const int row = e / here, w = e - row * here, g = row / 64;
             if (w < g || (rem[first + g] >> (row % 64)) & 1) continue; /* never read by the walk */
-            staged[row * here + w] = mask[(int64_t)(first * 64 + row) * words + w0 + first + w];
+            staged[row * here + w] = mask[(int64_t)(first * 64 + row) * stride + first + w];
         }
         __syncthreads();
         if (warp == 0) {
@@ -400,7 +405,7 @@ __global__ void __launch_bounds__(RESOLVE_THREADS)
         const int count = shared_count[0];
         for (int w = first + here + warp; w < groups && count > 0; w += warps) {
             word_t acc = 0;
-            for (int k = lane; k < count; k += 32) acc |= mask[(int64_t)win_kept[k] * words + w0 + w];
+            for (int k = lane; k < count; k += 32) acc |= mask[(int64_t)win_kept[k] * stride + w];
             for (int d = 16; d > 0; d /= 2) acc |= __shfl_xor_sync(FULL_MASK, acc, d);
             if (lane == 0) rem[w] |= acc;
         }
@@ -409,36 +414,45 @@ __global__ void __launch_bounds__(RESOLVE_THREADS)
     if (tid == 0) state[1] = (int32_t)shared_kept[0];
 }
 
-/* The stripe's kept rows remove columns right of the stripe. A block takes
- * 32 words at a time, its warps each ORing every PROPAGATE_SLICES-th kept row
- * into them (a lane a word: one row's words are one coalesced load), and
- * folds the slices in shared memory; the kept rows are read once into shared
- * memory. One thread per word looping over every kept row took about 10 us
- * a stripe for 10k boxes on an H200. */
-__global__ void __launch_bounds__(PROPAGATE_SLICES * 32)
-    nms_stripe_propagate(const word_t *__restrict__ mask, word_t *__restrict__ remv, int64_t words, int64_t r0,
-                         int64_t w_begin, const int32_t *__restrict__ state, const int32_t *__restrict__ kept_pos,
-                         int64_t limit)
+/* The stripe's kept boxes remove the columns right of the stripe that they
+ * overlap above the threshold: a block takes a 64-column tile (skipped when
+ * no column of it is left), four threads a column, each testing every
+ * fourth kept box until one hits, with the kept boxes read into shared
+ * memory REMOVE_THREADS at a time. Only kept rows ever need the columns
+ * right of their stripe, so no other row's are computed. */
+template <int MODE>
+__global__ void __launch_bounds__(REMOVE_THREADS)
+    nms_stripe_remove(const dp_box *__restrict__ box, word_t *__restrict__ remv, int64_t words, int64_t r0,
+                      int64_t w_begin, const int32_t *__restrict__ state, const int32_t *__restrict__ kept_pos,
+                      float iou_threshold, float offset, int64_t limit)
 {
-    DP_SHARED(int32_t, rows, [STRIPE_MAX_ROWS]);
-    DP_SHARED(word_t, part, [PROPAGATE_SLICES][32]);
+    DP_SHARED(dp_pbox, kept_box, [REMOVE_THREADS]);
+    DP_SHARED(unsigned, hits, [REMOVE_THREADS / 32]);
     const int64_t m = state[0], k0 = state[2], k1 = state[1];
     if (r0 >= m || k1 == k0 || (limit > 0 && k1 >= limit)) return;
-    const int count = (int)(k1 - k0), lane = threadIdx.x % 32, slice = threadIdx.x / 32;
-    for (int i = threadIdx.x; i < count; i += blockDim.x) rows[i] = (int32_t)(kept_pos[k0 + i] - r0);
-    __syncthreads();
-    for (int64_t base = w_begin + (int64_t)blockIdx.x * 32; base < words; base += (int64_t)gridDim.x * 32) {
-        const int64_t w = base + lane;
-        word_t acc = 0;
-        if (w < words)
-            for (int k = slice; k < count; k += PROPAGATE_SLICES) acc |= mask[(int64_t)rows[k] * words + w];
-        part[slice][lane] = acc;
-        __syncthreads();
-        if (slice == 0 && w < words) {
-            for (int q = 1; q < PROPAGATE_SLICES; ++q) acc |= part[q][lane];
-            remv[w] |= acc;
+    const int t = threadIdx.x, col = t % 64, slice = t / 64, slices = REMOVE_THREADS / 64;
+    for (int64_t ct = w_begin + blockIdx.x; ct < words; ct += gridDim.x) {
+        const word_t alive = ~remv[ct] & valid_bits(ct, m);
+        if (alive == 0) continue;
+        const bool mine = (alive >> col) & 1;
+        const dp_pbox me = prepared(mine ? box[ct * 64 + col] : dp_box{0.0f, 0.0f, 0.0f, 0.0f}, offset);
+        bool hit = false;
+        for (int64_t base = k0; base < k1; base += REMOVE_THREADS) {
+            const int here = k1 - base < REMOVE_THREADS ? (int)(k1 - base) : REMOVE_THREADS;
+            __syncthreads(); /* the previous chunk is no longer read */
+            if (t < here) kept_box[t] = prepared(box[kept_pos[base + t]], offset);
+            __syncthreads();
+            for (int k = slice; mine && !hit && k < here; k += slices)
+                hit = dp_overlap_prepared(&kept_box[k], &me, MODE, offset) > iou_threshold;
         }
-        __syncthreads(); /* part is refilled */
+        const unsigned ballot = __ballot_sync(FULL_MASK, hit);
+        if (t % 32 == 0) hits[t / 32] = ballot;
+        __syncthreads();
+        if (t == 0) {
+            word_t bits = 0;
+            for (int w = 0; w < REMOVE_THREADS / 32; ++w) bits |= (word_t)hits[w] << (32 * (w % 2));
+            remv[ct] |= bits;
+        }
     }
 }
 
@@ -1070,11 +1084,8 @@ __global__ void __launch_bounds__(SOFT_COOP_THREADS)
 
 static int64_t stripe_rows(int64_t n)
 {
-    const int64_t words = (n + 63) / 64;
-    int64_t rows = MASK_BUDGET / (words * 8) / 64 * 64;
-    if (rows < 64) rows = 64;
-    if (rows > STRIPE_MAX_ROWS) rows = STRIPE_MAX_ROWS;
-    return rows < words * 64 ? rows : words * 64;
+    const int64_t padded = (n + 63) / 64 * 64;
+    return padded < STRIPE_MAX_ROWS ? padded : STRIPE_MAX_ROWS;
 }
 
 struct nms_ws {
@@ -1091,7 +1102,7 @@ struct nms_ws {
     word_t *rank;   /* soft: the sort keys' space, free once the boxes are gathered */
     soft_coop_shared *coop; /* soft: what the blocks of the cooperative kernel share */
     word_t *remv;   /* hard: removal bits of every sorted position */
-    word_t *mask;   /* hard: one stripe's suppression bits, stripe_rows x words */
+    word_t *mask;   /* hard: one stripe's suppression bits within it, stripe_rows x stripe_rows / 64 */
 };
 
 static size_t nms_layout(dp_carver *c, const detpost_nms_params *p, int64_t n, nms_ws *ws)
@@ -1116,7 +1127,8 @@ static size_t nms_layout(dp_carver *c, const detpost_nms_params *p, int64_t n, n
     } else {
         const int64_t words = (n + 63) / 64;
         ws->remv = (word_t *)dp_carve(c, (size_t)words * sizeof(word_t));
-        ws->mask = (word_t *)dp_carve(c, (size_t)(stripe_rows(n) * words) * sizeof(word_t));
+        const int64_t rows = stripe_rows(n);
+        ws->mask = (word_t *)dp_carve(c, (size_t)(rows * (rows / 64)) * sizeof(word_t));
     }
     return c->used;
 }
@@ -1152,26 +1164,26 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
                                      (int)resolve_bytes),
                 "raising the NMS resolve kernel's shared-memory limit");
     DP_CUDA_TRY(ctx, cudaMemsetAsync(ws.remv, 0, (size_t)words * sizeof(word_t), s), "clearing the removal bits");
+    const int64_t stride = rows / 64;
     for (int64_t r0 = 0; r0 < n; r0 += rows) {
-        const int64_t here = n - r0 < rows ? n - r0 : rows, w0 = r0 / 64;
+        const int64_t here = n - r0 < rows ? n - r0 : rows, tiles = (here + 63) / 64;
         const int64_t w_end = (r0 + here + 63) / 64;
-        const int64_t column_blocks = words - w0 < MASK_COLUMN_BLOCKS ? words - w0 : MASK_COLUMN_BLOCKS;
-        dp_launch_cfg mask_cfg(dim3((unsigned)column_blocks, (unsigned)((here + 63) / 64)), dim3(64), 0, s);
+        dp_launch_cfg mask_cfg(dim3((unsigned)tiles, (unsigned)tiles), dim3(MASK_THREADS), 0, s);
         DP_CUDA_TRY(ctx,
-                    DP_LAUNCH(nms_stripe_mask<MODE>, mask_cfg, ws.box, ws.remv, ws.mask, words, r0, ws.state,
+                    DP_LAUNCH(nms_stripe_mask<MODE>, mask_cfg, ws.box, ws.remv, ws.mask, stride, r0, ws.state,
                               p->iou_threshold, p->offset, limit),
                     "launching the NMS mask kernel");
         dp_launch_cfg resolve_cfg(dim3(1), dim3(RESOLVE_THREADS), resolve_bytes, s);
         DP_CUDA_TRY(ctx,
-                    DP_LAUNCH(nms_stripe_resolve, resolve_cfg, ws.mask, ws.remv, words, r0, here, win_words,
+                    DP_LAUNCH(nms_stripe_resolve, resolve_cfg, ws.mask, ws.remv, stride, r0, here, win_words,
                               ws.state, ws.kept_pos, limit),
                     "launching the NMS resolve kernel");
         if (w_end < words) {
-            dp_launch_cfg prop_cfg(dim3(dp_blocks_for(words - w_end, 32)), dim3(PROPAGATE_SLICES * 32), 0, s);
+            dp_launch_cfg remove_cfg(dim3(dp_blocks_for(words - w_end, 1)), dim3(REMOVE_THREADS), 0, s);
             DP_CUDA_TRY(ctx,
-                        DP_LAUNCH(nms_stripe_propagate, prop_cfg, ws.mask, ws.remv, words, r0, w_end, ws.state,
-                                  ws.kept_pos, limit),
-                        "launching the NMS propagation kernel");
+                        DP_LAUNCH(nms_stripe_remove<MODE>, remove_cfg, ws.box, ws.remv, words, r0, w_end, ws.state,
+                                  ws.kept_pos, p->iou_threshold, p->offset, limit),
+                        "launching the NMS removal kernel");
         }
     }
     dp_launch_cfg cfg(dim3(dp_blocks_for(n, NMS_THREADS)), dim3(NMS_THREADS), 0, s);
