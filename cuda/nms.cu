@@ -29,29 +29,30 @@
  *      later stripe only looks at rows no earlier kept box removed:
  *      clustered detections cost far less than N^2 / 2 overlaps.
  *   3. soft (linear, gaussian): in rounds that each take several boxes,
- *      because one block-wide argmax per kept box makes a chain of hundreds
- *      of barrier-bound steps. A round makes the 64 to 128 boxes of highest
- *      current rank (score, then lower index) its candidates - a radix select
- *      on the ranks - and one warp then takes candidates exactly as the
- *      reference does (best first, decaying the other candidates with
- *      weights the block computed for every pair) for as long as the best
- *      candidate still ranks at or above the lowest initial candidate: every
- *      other box ranks below that, and a decay (a product with a weight in
- *      [0, 1]) only lowers a positive score, so none of them can be the
- *      reference's next choice; while negative scores, which decays raise
- *      towards 0, are in, a round's later choices must also beat a score of
- *      0. Detections of different objects barely overlap, so a round takes
- *      many boxes (575 kept boxes of the 10,000-box benchmark took 43 rounds
- *      of 64 candidates instead of 575). The next round first applies the
- *      round's decays to every box in selection order, skipping taken boxes
- *      that miss a warp's 32 neighbouring boxes (hence the spatial order)
- *      and computing the weights of the rest densely across the warp. That
- *      update is most of the work (83% of the one-block kernel's time on an
- *      H200), so the single-class kernel is a cooperative launch with one
- *      block per 256 boxes: every block updates its slots, and block 0 alone
- *      picks the candidates and takes boxes, between two grid-wide barriers.
- *      Batched soft-NMS keeps one block per segment (the segments fill the
- *      device).
+ *      because a pass over every box per kept box would make a chain of
+ *      hundreds of passes. A round makes the boxes of highest current rank
+ *      (score, then lower index) its candidates, half to all of a block's
+ *      threads - a radix select on the ranks - and the block then takes
+ *      candidates exactly as the reference does (best first by a block-wide
+ *      maximum, one barrier a box, each other candidate decayed by its
+ *      weight against the box taken) for as long as the best candidate
+ *      still ranks at or above the lowest initial candidate: every other box
+ *      ranks below that, and a decay (a product with a weight in [0, 1])
+ *      only lowers a positive score, so none of them can be the reference's
+ *      next choice; while negative scores, which decays raise towards 0, are
+ *      in, a round's later choices must also beat a score of 0. Detections
+ *      of different objects barely overlap, so a round takes many boxes (575
+ *      kept boxes of the 10,000-box benchmark took 43 rounds of 64 candidates
+ *      instead of 575; more candidates a round, fewer rounds). The next round
+ *      first applies the round's decays to every box in selection order,
+ *      skipping taken boxes that miss a warp's 32 neighbouring boxes (hence
+ *      the spatial order) and computing the weights of the rest densely
+ *      across the warp. That update was most of the work (83% of the
+ *      one-block kernel's time on an H200), so the single-class kernel is a
+ *      cooperative launch with one block per 256 boxes: every block updates
+ *      its slots, and block 0 alone picks the candidates and takes boxes,
+ *      between two grid-wide barriers. Batched soft-NMS keeps one block per
+ *      segment (the segments fill the device).
  *      Every score is the reference's product of the same weights (shared
  *      scalar code, nms_math.h) in the same order, so scores and the
  *      selection order are bit-identical to it.
@@ -90,10 +91,7 @@
 #define SELECT_THREADS 1024
 #define SELECT_BITS 11
 #define NO_KEY 0xffffffffffffffffull
-#define SOFT_BLOCK_CAP 64     /* soft-NMS candidates a round decides among, one block a segment (half at least) */
-#define SOFT_COOP_CAP 128     /* ... in the cooperative single-class kernel: four a lane of one warp */
-#define SOFT_TAKE_MAX 64      /* boxes a round takes at most (the update's bit masks) */
-#define SOFT_COOP_THREADS 1024
+#define SOFT_TAKE_MAX 256     /* boxes a soft-NMS round takes at most */
 #define SOFT_COOP_SLICE 256   /* boxes per block of the cooperative kernel's update */
 #define SOFT_RADIX_BITS 8
 
@@ -673,17 +671,24 @@ __device__ void soft_update(const soft_segment &s, const dp_pbox *taken, int t, 
                 u.x2 = fmaxf(u.x2, __shfl_xor_sync(FULL_MASK, u.x2, d));
                 u.y2 = fmaxf(u.y2, __shfl_xor_sync(FULL_MASK, u.y2, d));
             }
-            const word_t near =
-                (word_t)__ballot_sync(FULL_MASK, lane < t && !disjoint(taken[lane], u, s.offset)) |
-                (word_t)__ballot_sync(FULL_MASK, lane + 32 < t && !disjoint(taken[lane + 32], u, s.offset)) << 32;
-            word_t bits = 0;
-            if (counted)
-                for (word_t todo = near; todo; todo &= todo - 1) {
-                    const int j = __ffsll((long long)todo) - 1;
-                    if (!disjoint(taken[j], b, s.offset)) bits |= 1ull << j;
-                }
-            c = soft_decay_warp<METHOD>(s, c, bits, b, taken, queue_pair, queue_weight);
-            if (bits) s.cur[p] = c;
+            bool decayed = false;
+            for (int c0 = 0; c0 < t; c0 += 64) { /* 64 taken boxes at a time, in selection order */
+                const dp_pbox *chunk = taken + c0;
+                const int tc = t - c0 < 64 ? t - c0 : 64;
+                const word_t near =
+                    (word_t)__ballot_sync(FULL_MASK, lane < tc && !disjoint(chunk[lane], u, s.offset)) |
+                    (word_t)__ballot_sync(FULL_MASK, lane + 32 < tc && !disjoint(chunk[lane + 32], u, s.offset))
+                        << 32;
+                word_t bits = 0;
+                if (counted)
+                    for (word_t todo = near; todo; todo &= todo - 1) {
+                        const int j = __ffsll((long long)todo) - 1;
+                        if (!disjoint(chunk[j], b, s.offset)) bits |= 1ull << j;
+                    }
+                c = soft_decay_warp<METHOD>(s, c, bits, b, chunk, queue_pair, queue_weight);
+                decayed = decayed || bits != 0;
+            }
+            if (decayed) s.cur[p] = c;
             alive = c >= s.min_score;
         }
         if (first && in) s.cur[p] = c;
@@ -707,17 +712,16 @@ __device__ void soft_update(const soft_segment &s, const dp_pbox *taken, int t, 
     }
 }
 
-/* A rank threshold with between CAP / 2 and CAP boxes at or above it, or 0
- * (all of them) when no more than CAP are in: a radix select, 8 bits a pass
+/* A rank threshold with between cap / 2 and cap boxes at or above it, or 0
+ * (all of them) when no more than cap are in: a radix select, 8 bits a pass
  * over a shared histogram, from a bit above which every rank still in is
  * the same (`fixed` of them, whose histogram the update already made; -1:
  * from the highest bit in which the ranks differ). It stops at the first
  * digit that lands in the range, so the update's pass is usually the only
  * one. */
-template <int CAP>
-__device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *hist, soft_state &st)
+__device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *hist, soft_state &st, int cap)
 {
-    if (st.alive <= CAP) return 0;
+    if (st.alive <= (unsigned)cap) return 0;
     const int lane = threadIdx.x % 32;
     bool counted = fixed >= 0;
     if (!counted) fixed = __clzll((long long)(st.hi_rank ^ st.lo_rank));
@@ -738,7 +742,7 @@ __device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *his
         }
         counted = false;
         if (threadIdx.x < 32) {
-            /* lane l counts its bins from the top down; one lane sees the count reach CAP / 2 */
+            /* lane l counts its bins from the top down; one lane sees the count reach cap / 2 */
             const int per_lane = (bins + 31) / 32;
             int64_t sum = 0;
             for (int k = 0; k < per_lane; ++k) {
@@ -751,15 +755,15 @@ __device__ word_t soft_threshold(const soft_segment &s, int fixed, unsigned *his
                 if (lane >= d) upto += o;
             }
             int64_t cum = above + upto - sum;
-            if (cum < CAP / 2 && cum + sum >= CAP / 2) {
+            if (cum < cap / 2 && cum + sum >= cap / 2) {
                 for (int k = 0; k < per_lane; ++k) {
                     const int bin = bins - 1 - (lane * per_lane + k);
                     cum += hist[bin];
-                    if (cum >= CAP / 2) {
+                    if (cum >= cap / 2) {
                         st.prefix = (prefix << width) | (word_t)bin;
                         st.threshold = st.prefix << shift;
                         st.above = cum - hist[bin];
-                        st.done = cum <= CAP;
+                        st.done = cum <= cap;
                         break;
                     }
                 }
@@ -784,97 +788,95 @@ __device__ __forceinline__ word_t warp_rank_max(word_t v)
 #endif
 }
 
-/* A block's shared memory for soft-NMS rounds of up to CAP candidates; the
- * CAP x CAP weights are the launch's dynamic shared memory. */
-template <int CAP>
+/* A block's shared memory for soft-NMS rounds. A round's candidates, as
+ * many as the block has threads (one each in the resolve), are the launch's
+ * dynamic shared memory: SOFT_CANDIDATE_BYTES a thread. */
 struct soft_smem {
     soft_state *st;
     dp_pbox *taken; /* [SOFT_TAKE_MAX] boxes the round took, in selection order */
     dp_pbox *cand_box;
-    float *cand_score;
     word_t *cand_rank;
+    float *cand_score;
     int32_t *cand_slot, *cand_tiebreak;
-    float *weight; /* [CAP][CAP]: the factor candidate j's score takes when candidate i is taken */
     int32_t (*queue_pair)[32];
     float (*queue_weight)[32];
     unsigned *hist;
+    word_t (*red_rank)[32]; /* [2][32]: each warp's best rank, a buffer per parity of the take */
+    int32_t (*red_index)[32];
 };
 
-template <int CAP>
-__device__ __forceinline__ soft_smem<CAP> soft_shared()
+__device__ __forceinline__ soft_smem soft_shared()
 {
     DP_SHARED(soft_state, st, [1]);
     DP_SHARED(dp_pbox, taken, [SOFT_TAKE_MAX]);
-    DP_SHARED(dp_pbox, cand_box, [CAP]);
-    DP_SHARED(float, cand_score, [CAP]);
-    DP_SHARED(word_t, cand_rank, [CAP]);
-    DP_SHARED(int32_t, cand_slot, [CAP]);
-    DP_SHARED(int32_t, cand_tiebreak, [CAP]);
     DP_SHARED(int32_t, queue_pair, [32][32]);
     DP_SHARED(float, queue_weight, [32][32]);
     DP_SHARED(unsigned, hist, [1 << SOFT_RADIX_BITS]);
-    DP_SHARED_DYNAMIC(float, weight);
-    return soft_smem<CAP>{st,     taken,      cand_box,     cand_score, cand_rank, cand_slot,
-                          cand_tiebreak, weight, queue_pair, queue_weight, hist};
+    DP_SHARED(word_t, red_rank, [2][32]);
+    DP_SHARED(int32_t, red_index, [2][32]);
+    DP_SHARED_DYNAMIC(unsigned char, dynamic);
+    const int cap = blockDim.x;
+    dp_pbox *cand_box = reinterpret_cast<dp_pbox *>(dynamic);
+    word_t *cand_rank = reinterpret_cast<word_t *>(cand_box + cap);
+    float *cand_score = reinterpret_cast<float *>(cand_rank + cap);
+    int32_t *cand_slot = reinterpret_cast<int32_t *>(cand_score + cap);
+    return soft_smem{st,         taken,      cand_box,     cand_rank, cand_score, cand_slot,
+                     cand_slot + cap, queue_pair, queue_weight, hist,   red_rank,   red_index};
 }
 
-/* Warp 0 takes boxes among the round's candidates (CAP / 32 a lane) the way
- * the reference does - the highest current rank, then the decay of the
- * others by the weights in `weight`. The first is the best box of all;
- * another is taken only while the best candidate ranks above `bound`, the
- * highest rank any other box can reach by then (a decay multiplies by a
- * weight in [0, 1]: it lowers a positive score and raises a negative one
- * towards 0). A round takes at most SOFT_TAKE_MAX boxes; the next round
- * goes on from there. */
-template <int CAP>
-__device__ void soft_resolve(const soft_segment &s, word_t bound, int64_t limit, const soft_smem<CAP> &sm,
+/* The block takes boxes among the round's candidates, one a thread, the way
+ * the reference does: the highest current rank (a block-wide maximum, one
+ * barrier a box), then each other candidate's decay by its weight against
+ * the box taken, computed where the two overlap. The first is the best box
+ * of all; another is taken only while the best candidate ranks above
+ * `bound`, the highest rank any other box can reach by then (a decay
+ * multiplies by a weight in [0, 1]: it lowers a positive score and raises a
+ * negative one towards 0). A round takes at most SOFT_TAKE_MAX boxes; the
+ * next round goes on from there. */
+template <int METHOD>
+__device__ void soft_resolve(const soft_segment &s, word_t bound, int64_t limit, const soft_smem &sm,
                              int32_t *kept_pos, float *kept_score)
 {
-    constexpr int PER = CAP / 32;
     soft_state &st = *sm.st;
-    const int lane = threadIdx.x, m = (int)st.candidates;
-    float sc[PER];
-    word_t rk[PER];
-    int32_t tb[PER];
-    for (int k = 0; k < PER; ++k) {
-        const int j = lane + 32 * k;
-        sc[k] = j < m ? sm.cand_score[j] : 0.0f;
-        rk[k] = j < m ? sm.cand_rank[j] : 0;
-        tb[k] = j < m ? sm.cand_tiebreak[j] : 0;
-    }
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = blockDim.x / 32;
+    const bool have = tid < (int)st.candidates;
+    float sc = have ? sm.cand_score[tid] : 0.0f;
+    word_t rk = have ? sm.cand_rank[tid] : 0;
+    const int32_t tb = have ? sm.cand_tiebreak[tid] : 0;
+    const dp_pbox me = have ? sm.cand_box[tid] : dp_prepare_box(0.0f, 0.0f, 0.0f, 0.0f, s.offset);
     int64_t kept = st.kept;
     int t = 0;
-    while ((limit <= 0 || kept < limit) && t < SOFT_TAKE_MAX) {
-        word_t mine = 0;
-        for (int k = 0; k < PER; ++k) mine = rk[k] > mine ? rk[k] : mine;
-        const word_t best = warp_rank_max(mine);
+    for (int par = 0; (limit <= 0 || kept < limit) && t < SOFT_TAKE_MAX; par ^= 1) {
+        /* ranks are unique: one thread holds the best; the buffers alternate, so one barrier a box is enough */
+        const word_t warp_best = warp_rank_max(rk);
+        const unsigned at = __ballot_sync(FULL_MASK, rk != 0 && rk == warp_best);
+        if (lane == 0) sm.red_rank[par][warp] = warp_best, sm.red_index[par][warp] = warp * 32 + (at ? __ffs((int)at) - 1 : 0);
+        __syncthreads();
+        const word_t v = lane < warps ? sm.red_rank[par][lane] : 0;
+        const word_t best = warp_rank_max(v);
         if (best == 0 || (t > 0 && best <= bound)) break;
-        int at = -1; /* ranks are unique: one lane holds the best */
-        for (int k = 0; k < PER; ++k)
-            if (rk[k] == best) at = k;
-        const unsigned holder = __ballot_sync(FULL_MASK, at >= 0);
-        const int i = __shfl_sync(FULL_MASK, lane + 32 * at, __ffs((int)holder) - 1);
-        if (at >= 0) {
-            float taken_score = 0.0f; /* registers are not indexed by a variable: no local memory */
-            for (int k = 0; k < PER; ++k)
-                if (k == at) taken_score = sc[k], rk[k] = 0;
+        const int i = sm.red_index[par][__ffs((int)__ballot_sync(FULL_MASK, lane < warps && v == best)) - 1];
+        if (tid == i) {
             const int32_t slot = sm.cand_slot[i];
             kept_pos[s.v.lo + kept] = slot;
-            kept_score[s.v.lo + kept] = taken_score;
+            kept_score[s.v.lo + kept] = sc;
             s.cur[slot] = NAN;
             s.rank[slot] = 0;
-            sm.taken[t] = sm.cand_box[i];
+            sm.taken[t] = me;
+            rk = 0;
         }
         ++kept, ++t;
-        const float *row = sm.weight + i * CAP;
-        for (int k = 0; k < PER; ++k)
-            if (rk[k] != 0) {
-                sc[k] = DP_MUL(sc[k], row[lane + 32 * k]);
-                rk[k] = sc[k] >= s.min_score ? soft_rank(sc[k], tb[k]) : 0;
+        if (rk != 0) {
+            const dp_pbox by = sm.cand_box[i];
+            if (!disjoint(by, me, s.offset)) {
+                sc = DP_MUL(sc, soft_weight<METHOD>(by, me, s.iou_threshold, s.sigma, s.offset));
+                rk = sc >= s.min_score ? soft_rank(sc, tb) : 0;
             }
+        }
     }
-    __syncwarp();
-    if (lane == 0) st.taken = t, st.kept = kept;
+    __syncthreads(); /* the taken boxes are written */
+    if (tid == 0) st.taken = t, st.kept = kept;
+    __syncthreads();
 }
 
 /* The rank of min_score (the lowest a box still in can have) and the
@@ -898,19 +900,18 @@ __device__ __forceinline__ bool soft_done(word_t threshold, const soft_state &st
 
 /* What one block does in a round once every box still in is up to date,
  * its ranks counted in sm.hist (at `fixed`, see soft_threshold) and st.alive,
- * hi_rank and lo_rank hold the segment's totals:
- *   threshold the CAP / 2 to CAP best boxes become the round's candidates,
- *             with the weight of every pair of them;
- *   resolve   one warp takes candidates in the reference's order while the
- *             best of them outranks anything another box can reach.
- * Returns the threshold (0: every box still in was a candidate). */
-template <int METHOD, int CAP>
-__device__ word_t soft_lead(const soft_segment &s, int fixed, bool negative, int64_t limit, const soft_smem<CAP> &sm,
+ * hi_rank and lo_rank hold the segment's totals: the blockDim.x / 2 to
+ * blockDim.x best boxes become the round's candidates, and the block takes
+ * boxes among them while the best of them outranks anything another box can
+ * reach. Returns the threshold (0: every box still in was a candidate). */
+template <int METHOD>
+__device__ word_t soft_lead(const soft_segment &s, int fixed, bool negative, int64_t limit, const soft_smem &sm,
                             int32_t *kept_pos, float *kept_score)
 {
     soft_state &st = *sm.st;
+    const int cap = blockDim.x;
     const word_t zero_max = soft_zero_max();
-    const word_t threshold = soft_threshold<CAP>(s, fixed, sm.hist, st);
+    const word_t threshold = soft_threshold(s, fixed, sm.hist, st, cap);
     /* the highest rank a box outside the candidates can reach: below the threshold, or up to 0 */
     const word_t bound = threshold == 0 ? 0 : negative && threshold <= zero_max ? zero_max : threshold - 1;
     /* the candidates: eight ranks a thread are read before any is tested, so the loads overlap */
@@ -924,6 +925,7 @@ __device__ word_t soft_lead(const soft_segment &s, int fixed, bool negative, int
             if (r[k] == 0 || r[k] < threshold) continue;
             const int64_t p = base + (int64_t)k * blockDim.x;
             const unsigned i = atomicAdd(&st.candidates, 1u);
+            if (i >= (unsigned)cap) continue; /* the threshold admits at most cap: never taken */
             const dp_box b = s.box[p];
             sm.cand_box[i] = dp_prepare_box(b.x1, b.y1, b.x2, b.y2, s.offset);
             sm.cand_score[i] = s.cur[p];
@@ -933,17 +935,7 @@ __device__ word_t soft_lead(const soft_segment &s, int fixed, bool negative, int
         }
     }
     __syncthreads();
-    const int m = (int)st.candidates;
-    for (int e = threadIdx.x; e < m * m; e += blockDim.x) {
-        const int i = e / m, j = e - i * m;
-        sm.weight[i * CAP + j] =
-            i != j && !disjoint(sm.cand_box[i], sm.cand_box[j], s.offset)
-                ? soft_weight<METHOD>(sm.cand_box[i], sm.cand_box[j], s.iou_threshold, s.sigma, s.offset)
-                : 1.0f;
-    }
-    __syncthreads();
-    if (threadIdx.x < 32) soft_resolve<CAP>(s, bound, limit, sm, kept_pos, kept_score);
-    __syncthreads();
+    soft_resolve<METHOD>(s, bound, limit, sm, kept_pos, kept_score);
     return threshold;
 }
 
@@ -962,7 +954,7 @@ __global__ void __launch_bounds__(1024)
                      int32_t *__restrict__ kept_pos, float *__restrict__ kept_score, int32_t *__restrict__ kept_count,
                      uint64_t *__restrict__ final_keys, int fbits)
 {
-    const soft_smem<SOFT_BLOCK_CAP> sm = soft_shared<SOFT_BLOCK_CAP>();
+    const soft_smem sm = soft_shared();
     soft_state &state = *sm.st;
     const int warp = threadIdx.x / 32;
     for (int64_t seg = blockIdx.x; seg < segs.total; seg += gridDim.x) {
@@ -984,8 +976,7 @@ __global__ void __launch_bounds__(1024)
             if (state.alive == 0) break;
             const bool negative = state.lo_rank < zero;
             highest = negative && state.hi_rank < zero_max ? zero_max : state.hi_rank;
-            const word_t threshold = soft_lead<METHOD, SOFT_BLOCK_CAP>(s, fixed, negative, limit, sm, kept_pos,
-                                                                       kept_score);
+            const word_t threshold = soft_lead<METHOD>(s, fixed, negative, limit, sm, kept_pos, kept_score);
             if (soft_done(threshold, state, limit)) break;
         }
         finish_segment(s.v, state.kept, kept_pos, kept_score, tiebreak, kept_count, final_keys, fbits);
@@ -1013,14 +1004,14 @@ struct soft_coop_shared {
  * added their histograms and totals, block 0 alone picks the candidates and
  * takes boxes (soft_lead); after it, every block reads the boxes taken. */
 template <int METHOD>
-__global__ void __launch_bounds__(SOFT_COOP_THREADS)
+__global__ void __launch_bounds__(1024)
     nms_soft_coop(const int32_t *__restrict__ count, const dp_box *__restrict__ box, const float *__restrict__ score,
                   const int32_t *__restrict__ tiebreak, float *__restrict__ cur, word_t *__restrict__ rank,
                   float iou_threshold, float sigma, float min_score, float offset, int64_t limit,
                   int32_t *__restrict__ kept_pos, float *__restrict__ kept_score, int32_t *__restrict__ kept_count,
                   soft_coop_shared *__restrict__ g)
 {
-    const soft_smem<SOFT_COOP_CAP> sm = soft_shared<SOFT_COOP_CAP>();
+    const soft_smem sm = soft_shared();
     soft_state &state = *sm.st;
     const int warp = threadIdx.x / 32;
     const int64_t n = count[0];
@@ -1067,8 +1058,7 @@ __global__ void __launch_bounds__(SOFT_COOP_THREADS)
                 g->hi_rank[half ^ 1] = 0, g->lo_inv[half ^ 1] = 0, g->alive[half ^ 1] = 0;
             }
             __syncthreads();
-            const word_t threshold =
-                soft_lead<METHOD, SOFT_COOP_CAP>(whole, fixed, negative, limit, sm, kept_pos, kept_score);
+            const word_t threshold = soft_lead<METHOD>(whole, fixed, negative, limit, sm, kept_pos, kept_score);
             for (int i = threadIdx.x; i < state.taken; i += blockDim.x) g->taken_box[i] = sm.taken[i];
             if (threadIdx.x == 0)
                 g->taken = state.taken, g->stop = soft_done(threshold, state, limit);
@@ -1192,51 +1182,82 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
     return DETPOST_OK;
 }
 
-template <int METHOD>
-static cudaError_t launch_soft(const dp_segments &segs, unsigned threads, const detpost_nms_params *p, int64_t limit,
-                               const dp_box *box, const float *score, const int32_t *tiebreak, float *cur,
-                               word_t *rank, int32_t *kept_pos, float *kept_score, int32_t *kept_count,
-                               uint64_t *final_keys, int fbits, cudaStream_t s)
+/* Shared memory of a soft-NMS block: each thread's candidate (dynamic),
+ * beside the static arrays of soft_shared (with room for alignment). */
+#define SOFT_CANDIDATE_BYTES (sizeof(dp_pbox) + sizeof(word_t) + sizeof(float) + 2 * sizeof(int32_t))
+#define SOFT_STATIC_BYTES                                                                                           \
+    (sizeof(soft_state) + SOFT_TAKE_MAX * sizeof(dp_pbox) + 32 * 32 * (sizeof(int32_t) + sizeof(float)) +          \
+     (1 << SOFT_RADIX_BITS) * sizeof(unsigned) + 2 * 32 * (sizeof(word_t) + sizeof(int32_t)) + 512)
+
+/* The most threads a soft-NMS block can have on the context's device. */
+static unsigned soft_max_threads(const detpost_ctx *ctx)
 {
-    const int64_t blocks = segs.total < 65535 ? segs.total : 65535;
-    dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads), SOFT_BLOCK_CAP * SOFT_BLOCK_CAP * sizeof(float), s);
-    return DP_LAUNCH(nms_segment_soft<METHOD>, cfg, segs, box, score, tiebreak, cur, rank, p->iou_threshold,
-                     p->sigma, p->min_score, p->offset, limit, kept_pos, kept_score, kept_count, final_keys, fbits);
+    const int64_t room = ((int64_t)ctx->smem_optin - (int64_t)SOFT_STATIC_BYTES) / (int64_t)SOFT_CANDIDATE_BYTES;
+    return room >= 1024 ? 1024u : room >= 64 ? (unsigned)(room / 32 * 32) : 64u;
 }
 
-/* Blocks of a cooperative soft-NMS launch the context's device can hold at
- * once, found on the context's first soft-NMS call of the method (0: the
- * device cannot run it, and the one-block kernel does the work). */
+/* Readies a method's soft-NMS kernels on the context's first soft-NMS call:
+ * their dynamic shared-memory limit, and the blocks of the cooperative one
+ * the device holds at once (recorded; -1: none, the one-block kernel does
+ * the work). */
 template <int METHOD>
-static int soft_coop_blocks(detpost_ctx *ctx)
+static detpost_status soft_prepare(detpost_ctx *ctx)
 {
     int &known = ctx->soft_nms_blocks[METHOD == DP_NMS_LINEAR ? 0 : 1];
-    if (known != 0) return known > 0 ? known : 0;
-    const size_t weights = (size_t)SOFT_COOP_CAP * SOFT_COOP_CAP * sizeof(float);
+    if (known != 0) return DETPOST_OK;
+    const unsigned threads = soft_max_threads(ctx);
+    const int bytes = (int)(threads * SOFT_CANDIDATE_BYTES);
+    DP_CUDA_TRY(ctx, cudaFuncSetAttribute(nms_segment_soft<METHOD>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+                "raising the soft-NMS kernel's shared-memory limit");
     int blocks = 0;
-    if (cudaFuncSetAttribute(nms_soft_coop<METHOD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)weights) ==
+    if (cudaFuncSetAttribute(nms_soft_coop<METHOD>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) ==
         cudaSuccess)
-        blocks = dp_coop_max_blocks(ctx, nms_soft_coop<METHOD>, SOFT_COOP_THREADS, weights);
+        blocks = dp_coop_max_blocks(ctx, nms_soft_coop<METHOD>, threads, (size_t)bytes);
     (void)cudaGetLastError(); /* a device that refuses leaves no error for the next launch */
     known = blocks > 0 ? blocks : -1;
-    return blocks > 0 ? blocks : 0;
+    return DETPOST_OK;
+}
+
+/* One block per segment; threads (as many as the segments' expected size
+ * calls for) are also the most candidates a round decides among. */
+template <int METHOD>
+static detpost_status launch_soft(detpost_ctx *ctx, const dp_segments &segs, int64_t expected,
+                                  const detpost_nms_params *p, int64_t limit, const dp_box *box, const float *score,
+                                  const int32_t *tiebreak, float *cur, word_t *rank, int32_t *kept_pos,
+                                  float *kept_score, int32_t *kept_count, uint64_t *final_keys, int fbits)
+{
+    const detpost_status st = soft_prepare<METHOD>(ctx);
+    if (st != DETPOST_OK) return st;
+    unsigned threads = threads_for(expected);
+    if (threads > soft_max_threads(ctx)) threads = soft_max_threads(ctx);
+    const int64_t blocks = segs.total < 65535 ? segs.total : 65535;
+    dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads), threads * SOFT_CANDIDATE_BYTES, dp_stream(ctx));
+    DP_CUDA_TRY(ctx,
+                DP_LAUNCH(nms_segment_soft<METHOD>, cfg, segs, box, score, tiebreak, cur, rank, p->iou_threshold,
+                          p->sigma, p->min_score, p->offset, limit, kept_pos, kept_score, kept_count, final_keys,
+                          fbits),
+                "launching the soft-NMS kernel");
+    return DETPOST_OK;
 }
 
 /* Single-class soft-NMS: the cooperative kernel with one block per
  * SOFT_COOP_SLICE boxes, as many as the device holds at once (counted for
- * blocks of SOFT_COOP_THREADS, the most a launch uses). */
+ * the largest blocks a launch uses). */
 template <int METHOD>
 static detpost_status run_soft(detpost_ctx *ctx, const detpost_nms_params *p, int64_t n, const nms_ws &ws)
 {
     cudaStream_t s = dp_stream(ctx);
-    int64_t blocks = soft_coop_blocks<METHOD>(ctx);
-    if (blocks > 0) {
+    const detpost_status st = soft_prepare<METHOD>(ctx);
+    if (st != DETPOST_OK) return st;
+    int &known = ctx->soft_nms_blocks[METHOD == DP_NMS_LINEAR ? 0 : 1];
+    if (known > 0) {
         const int64_t want = (n + SOFT_COOP_SLICE - 1) / SOFT_COOP_SLICE;
-        if (want < blocks) blocks = want;
+        const int64_t blocks = want < known ? want : known;
+        /* fewer threads for fewer boxes: block 0's scans over every slot, and its rounds' candidates, need many */
+        unsigned threads = threads_for(n);
+        if (threads > soft_max_threads(ctx)) threads = soft_max_threads(ctx);
         DP_CUDA_TRY(ctx, cudaMemsetAsync(ws.coop, 0, sizeof(soft_coop_shared), s), "clearing the soft-NMS state");
-        /* fewer threads for fewer boxes: block 0's scans over every slot are what need many */
-        dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads_for(n)), SOFT_COOP_CAP * SOFT_COOP_CAP * sizeof(float),
-                          s);
+        dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads), threads * SOFT_CANDIDATE_BYTES, s);
         const cudaError_t err =
             DP_LAUNCH_COOP(nms_soft_coop<METHOD>, cfg, ws.state, ws.box, ws.score, ws.order, ws.cur, ws.rank,
                            p->iou_threshold, p->sigma, p->min_score, p->offset, p->max_output, ws.kept_pos,
@@ -1245,14 +1266,11 @@ static detpost_status run_soft(detpost_ctx *ctx, const detpost_nms_params *p, in
         /* fewer multiprocessors than the device has (a shared device, MPS): the one-block kernel from now on */
         if (err != cudaErrorCooperativeLaunchTooLarge) return dp_cuda_status(ctx, err, "launching the soft-NMS kernel");
         (void)cudaGetLastError();
-        ctx->soft_nms_blocks[METHOD == DP_NMS_LINEAR ? 0 : 1] = -1;
+        known = -1;
     }
     const dp_segments segs = {ws.state, nullptr, n, 1, 1};
-    DP_CUDA_TRY(ctx,
-                launch_soft<METHOD>(segs, threads_for(n), p, p->max_output, ws.box, ws.score, ws.order, ws.cur,
-                                    ws.rank, ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0, s),
-                "launching the soft-NMS kernel");
-    return DETPOST_OK;
+    return launch_soft<METHOD>(ctx, segs, n, p, p->max_output, ws.box, ws.score, ws.order, ws.cur, ws.rank,
+                               ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0);
 }
 
 detpost_status cuda_nms(detpost_ctx *ctx, const detpost_nms_params *p, const float *boxes, const float *scores,
@@ -1608,15 +1626,15 @@ detpost_status cuda_batched_nms(detpost_ctx *ctx, const detpost_batched_nms_para
         case DETPOST_NMS_LINEAR:
         case DETPOST_NMS_GAUSSIAN: {
             const int64_t expected = sh.agnostic ? sh.cap : 4 * sh.cap / (sh.classes > 0 ? sh.classes : 1);
-            const unsigned threads = threads_for(expected);
             word_t *rank = (word_t *)ws.sorted; /* free until the final sort writes it */
-            err = p->nms.method == DETPOST_NMS_LINEAR
-                      ? launch_soft<DP_NMS_LINEAR>(segs, threads, &p->nms, limit, ws.box, ws.score, ws.tiebreak,
-                                                   ws.cur, rank, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys,
-                                                   sh.fbits, s)
-                      : launch_soft<DP_NMS_GAUSSIAN>(segs, threads, &p->nms, limit, ws.box, ws.score, ws.tiebreak,
-                                                     ws.cur, rank, ws.kept_pos, ws.kept_score, ws.kept_count,
-                                                     ws.keys, sh.fbits, s);
+            st = p->nms.method == DETPOST_NMS_LINEAR
+                     ? launch_soft<DP_NMS_LINEAR>(ctx, segs, expected, &p->nms, limit, ws.box, ws.score, ws.tiebreak,
+                                                  ws.cur, rank, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys,
+                                                  sh.fbits)
+                     : launch_soft<DP_NMS_GAUSSIAN>(ctx, segs, expected, &p->nms, limit, ws.box, ws.score,
+                                                    ws.tiebreak, ws.cur, rank, ws.kept_pos, ws.kept_score,
+                                                    ws.kept_count, ws.keys, sh.fbits);
+            if (st != DETPOST_OK) return st;
             break;
         }
         }

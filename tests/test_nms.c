@@ -309,8 +309,8 @@ static void cpu_vs_cuda(detpost_nms_method method, uint64_t seed, int64_t max_so
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
     t_rng rng = {seed};
-    if (coop == COOP_TOO_MANY) {
-        /* a first call finds the count (and readies the kernel) as usual */
+    if (coop != COOP_AS_FOUND) {
+        /* a first call finds the count (and readies the kernels) as usual */
         float boxes[4 * 300], scores[300];
         t_detector_boxes(&rng, boxes, 300, 640, 480, 1);
         detector_scores(&rng, scores, 300);
