@@ -222,7 +222,7 @@ detpost_nms_params detpost_nms_params_default(void);
  * are context memory, num_keep included: on CUDA nothing is read back to the
  * host, so the call never waits and can be captured in a CUDA graph.
  * n must be below 2^31 (DETPOST_ERR_UNSUPPORTED above). The CUDA backend's
- * scratch grows linearly with n (about 60 bytes a box, plus at most 32 MiB of
+ * scratch grows linearly with n (about 60 bytes a box, plus 512 KiB of
  * suppression bit masks for the hard methods). */
 detpost_status detpost_nms(detpost_ctx *ctx, const detpost_nms_params *p, const float *boxes, const float *scores,
                            int64_t n, int64_t *keep, float *keep_scores, int64_t *num_keep);
