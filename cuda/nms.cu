@@ -1149,10 +1149,13 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
     /* the resolve block stages 16-group windows where the device lends it 128 KiB of shared memory, else 8 */
     const int win_words = ctx->smem_optin >= 136 * 1024 ? RESOLVE_WINDOW_WORDS : RESOLVE_WINDOW_WORDS / 2;
     const size_t resolve_bytes = (size_t)win_words * 64 * win_words * sizeof(word_t);
-    DP_CUDA_TRY(ctx,
-                cudaFuncSetAttribute(nms_stripe_resolve, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)resolve_bytes),
-                "raising the NMS resolve kernel's shared-memory limit");
+    if (!ctx->nms_resolve_ready) {
+        DP_CUDA_TRY(ctx,
+                    cudaFuncSetAttribute(nms_stripe_resolve, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)resolve_bytes),
+                    "raising the NMS resolve kernel's shared-memory limit");
+        ctx->nms_resolve_ready = 1;
+    }
     DP_CUDA_TRY(ctx, cudaMemsetAsync(ws.remv, 0, (size_t)words * sizeof(word_t), s), "clearing the removal bits");
     const int64_t stride = rows / 64;
     for (int64_t r0 = 0; r0 < n; r0 += rows) {

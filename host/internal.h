@@ -32,6 +32,7 @@ struct detpost_ctx {
     int smem_optin;             /* CUDA: the most shared memory a block may opt in to, bytes */
     int soft_nms_blocks[2];     /* CUDA: cooperative soft-NMS blocks the device holds, linear and gaussian,
                                  * found on first use (0: not yet, -1: none) */
+    int nms_resolve_ready;      /* CUDA: the NMS resolve kernel's shared-memory limit is raised */
     struct {
         void *ptr;
         size_t bytes;
