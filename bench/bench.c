@@ -5,6 +5,9 @@
  * The sim flavor is refused: emulated kernel timings mean nothing.
  *
  *   detpost_bench [--backend cpu|cuda|all] [--filter TEXT] [--reps N] [--out FILE]
+ *
+ * --filter keeps the cases whose "op shape" contains TEXT; a TEXT ending in
+ * '$' must end the name ("nms_hard 10000$" leaves out "nms_hard 100000").
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +69,14 @@ void bench_boxes(uint64_t seed, float *boxes, int64_t n, float w, float h)
         boxes[i * 4 + 2] = x + bw + bw * j * (bench_uniform(&s) - 0.5f);
         boxes[i * 4 + 3] = y + bh + bh * j * (bench_uniform(&s) - 0.5f);
     }
+}
+
+/* TEXT anywhere in the name, or at its end when TEXT ends in '$'. */
+static int name_matches(const char *name, const char *filter)
+{
+    const size_t n = strlen(name), f = strlen(filter);
+    if (f == 0 || filter[f - 1] != '$') return strstr(name, filter) != NULL;
+    return f - 1 <= n && strncmp(name + n - (f - 1), filter, f - 1) == 0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -184,7 +195,7 @@ int main(int argc, char **argv)
             const bench_case *c = registry[i];
             char name[96];
             snprintf(name, sizeof name, "%s %s", c->op, c->shape);
-            if (filter && !strstr(name, filter)) continue;
+            if (filter && !name_matches(name, filter)) continue;
             const int n = be == DETPOST_CPU ? (c->cpu_max_reps < reps ? c->cpu_max_reps : reps) : reps;
             if (n == 0) continue;
             const double ms = time_case(ctx, c, n, samples);
