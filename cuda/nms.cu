@@ -801,8 +801,10 @@ struct soft_smem {
     int32_t (*queue_pair)[32];
     float (*queue_weight)[32];
     unsigned *hist;
-    word_t (*red_rank)[32]; /* [2][32]: each warp's best rank, a buffer per parity of the take */
+    word_t (*red_rank)[32]; /* [2][32]: each warp's best rank, a buffer per parity of the look */
+    word_t (*red_second)[32]; /* ... and second best */
     int32_t (*red_index)[32];
+    int32_t (*red_index_second)[32];
 };
 
 __device__ __forceinline__ soft_smem soft_shared()
@@ -813,70 +815,17 @@ __device__ __forceinline__ soft_smem soft_shared()
     DP_SHARED(float, queue_weight, [32][32]);
     DP_SHARED(unsigned, hist, [1 << SOFT_RADIX_BITS]);
     DP_SHARED(word_t, red_rank, [2][32]);
+    DP_SHARED(word_t, red_second, [2][32]);
     DP_SHARED(int32_t, red_index, [2][32]);
+    DP_SHARED(int32_t, red_index_second, [2][32]);
     DP_SHARED_DYNAMIC(unsigned char, dynamic);
     const int cap = blockDim.x;
     dp_pbox *cand_box = reinterpret_cast<dp_pbox *>(dynamic);
     word_t *cand_rank = reinterpret_cast<word_t *>(cand_box + cap);
     float *cand_score = reinterpret_cast<float *>(cand_rank + cap);
     int32_t *cand_slot = reinterpret_cast<int32_t *>(cand_score + cap);
-    return soft_smem{st,         taken,      cand_box,     cand_rank, cand_score, cand_slot,
-                     cand_slot + cap, queue_pair, queue_weight, hist,   red_rank,   red_index};
-}
-
-/* The block takes boxes among the round's candidates, one a thread, the way
- * the reference does: the highest current rank (a block-wide maximum, one
- * barrier a box), then each other candidate's decay by its weight against
- * the box taken, computed where the two overlap. The first is the best box
- * of all; another is taken only while the best candidate ranks above
- * `bound`, the highest rank any other box can reach by then (a decay
- * multiplies by a weight in [0, 1]: it lowers a positive score and raises a
- * negative one towards 0). A round takes at most SOFT_TAKE_MAX boxes; the
- * next round goes on from there. */
-template <int METHOD>
-__device__ void soft_resolve(const soft_segment &s, word_t bound, int64_t limit, const soft_smem &sm,
-                             int32_t *kept_pos, float *kept_score)
-{
-    soft_state &st = *sm.st;
-    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = blockDim.x / 32;
-    const bool have = tid < (int)st.candidates;
-    float sc = have ? sm.cand_score[tid] : 0.0f;
-    word_t rk = have ? sm.cand_rank[tid] : 0;
-    const int32_t tb = have ? sm.cand_tiebreak[tid] : 0;
-    const dp_pbox me = have ? sm.cand_box[tid] : dp_prepare_box(0.0f, 0.0f, 0.0f, 0.0f, s.offset);
-    int64_t kept = st.kept;
-    int t = 0;
-    for (int par = 0; (limit <= 0 || kept < limit) && t < SOFT_TAKE_MAX; par ^= 1) {
-        /* ranks are unique: one thread holds the best; the buffers alternate, so one barrier a box is enough */
-        const word_t warp_best = warp_rank_max(rk);
-        const unsigned at = __ballot_sync(FULL_MASK, rk != 0 && rk == warp_best);
-        if (lane == 0) sm.red_rank[par][warp] = warp_best, sm.red_index[par][warp] = warp * 32 + (at ? __ffs((int)at) - 1 : 0);
-        __syncthreads();
-        const word_t v = lane < warps ? sm.red_rank[par][lane] : 0;
-        const word_t best = warp_rank_max(v);
-        if (best == 0 || (t > 0 && best <= bound)) break;
-        const int i = sm.red_index[par][__ffs((int)__ballot_sync(FULL_MASK, lane < warps && v == best)) - 1];
-        if (tid == i) {
-            const int32_t slot = sm.cand_slot[i];
-            kept_pos[s.v.lo + kept] = slot;
-            kept_score[s.v.lo + kept] = sc;
-            s.cur[slot] = NAN;
-            s.rank[slot] = 0;
-            sm.taken[t] = me;
-            rk = 0;
-        }
-        ++kept, ++t;
-        if (rk != 0) {
-            const dp_pbox by = sm.cand_box[i];
-            if (!disjoint(by, me, s.offset)) {
-                sc = DP_MUL(sc, soft_weight<METHOD>(by, me, s.iou_threshold, s.sigma, s.offset));
-                rk = sc >= s.min_score ? soft_rank(sc, tb) : 0;
-            }
-        }
-    }
-    __syncthreads(); /* the taken boxes are written */
-    if (tid == 0) st.taken = t, st.kept = kept;
-    __syncthreads();
+    return soft_smem{st,         taken,        cand_box, cand_rank,  cand_score, cand_slot,       cand_slot + cap,
+                     queue_pair, queue_weight, hist,     red_rank,   red_second, red_index,       red_index_second};
 }
 
 /* The rank of min_score (the lowest a box still in can have) and the
@@ -896,6 +845,83 @@ __device__ __forceinline__ int soft_fixed(bool first, word_t highest, word_t low
 __device__ __forceinline__ bool soft_done(word_t threshold, const soft_state &st, int64_t limit)
 {
     return (threshold == 0 && st.taken < SOFT_TAKE_MAX) || (limit > 0 && st.kept >= limit);
+}
+
+/* The block takes boxes among the round's candidates, one a thread, the way
+ * the reference does: the highest current rank (a block-wide maximum, one
+ * barrier a look), then each other candidate's decay by its weight against
+ * the box taken, computed where the two overlap. The first is the best box
+ * of all; another is taken only while the best candidate ranks above
+ * `bound`, the highest rank any other box can reach by then (a decay
+ * multiplies by a weight in [0, 1]: it lowers a positive score and raises a
+ * negative one towards 0). A look also finds the second-best candidate: when
+ * its score is positive and its box misses the best one, the best one's
+ * decays leave it unchanged and lower every other positive score, so it is
+ * the reference's next choice too and is taken in the same look (the decays
+ * then apply in selection order). A round takes at most SOFT_TAKE_MAX boxes;
+ * the next round goes on from there. */
+template <int METHOD>
+__device__ void soft_resolve(const soft_segment &s, word_t bound, int64_t limit, const soft_smem &sm,
+                             int32_t *kept_pos, float *kept_score)
+{
+    soft_state &st = *sm.st;
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = blockDim.x / 32;
+    const bool have = tid < (int)st.candidates;
+    float sc = have ? sm.cand_score[tid] : 0.0f;
+    word_t rk = have ? sm.cand_rank[tid] : 0;
+    const int32_t tb = have ? sm.cand_tiebreak[tid] : 0;
+    const dp_pbox me = have ? sm.cand_box[tid] : dp_prepare_box(0.0f, 0.0f, 0.0f, 0.0f, s.offset);
+    const word_t positive = soft_zero_max(); /* ranks above it have a positive score */
+    int64_t kept = st.kept;
+    int t = 0;
+    for (int par = 0; (limit <= 0 || kept < limit) && t < SOFT_TAKE_MAX; par ^= 1) {
+        /* ranks are unique: one thread holds each; the buffers alternate, so one barrier a look is enough */
+        const word_t first = warp_rank_max(rk), second = warp_rank_max(rk != first ? rk : 0);
+        const unsigned at_first = __ballot_sync(FULL_MASK, rk != 0 && rk == first);
+        const unsigned at_second = __ballot_sync(FULL_MASK, rk != 0 && rk == second);
+        if (lane == 0) {
+            sm.red_rank[par][warp] = first, sm.red_second[par][warp] = second;
+            sm.red_index[par][warp] = warp * 32 + (at_first ? __ffs((int)at_first) - 1 : 0);
+            sm.red_index_second[par][warp] = warp * 32 + (at_second ? __ffs((int)at_second) - 1 : 0);
+        }
+        __syncthreads();
+        const word_t v = lane < warps ? sm.red_rank[par][lane] : 0;
+        const word_t best = warp_rank_max(v);
+        if (best == 0 || (t > 0 && best <= bound)) break;
+        const int from = __ffs((int)__ballot_sync(FULL_MASK, lane < warps && v == best)) - 1;
+        const int i = sm.red_index[par][from];
+        /* the second best: another warp's best or the best warp's second */
+        const word_t w = lane == from ? (lane < warps ? sm.red_second[par][lane] : 0) : v;
+        const word_t next = warp_rank_max(w);
+        const int next_from = __ffs((int)__ballot_sync(FULL_MASK, lane < warps && next != 0 && w == next)) - 1;
+        const int j = next == 0 ? -1
+                      : next_from == from ? sm.red_index_second[par][next_from]
+                                          : sm.red_index[par][next_from];
+        const bool two = next > positive && next > bound && (limit <= 0 || kept + 1 < limit) &&
+                         t + 1 < SOFT_TAKE_MAX && disjoint(sm.cand_box[i], sm.cand_box[j], s.offset);
+        if (tid == i || (two && tid == j)) {
+            const int64_t k = tid == i ? kept : kept + 1;
+            const int32_t slot = sm.cand_slot[tid];
+            kept_pos[s.v.lo + k] = slot;
+            kept_score[s.v.lo + k] = sc;
+            s.cur[slot] = NAN;
+            s.rank[slot] = 0;
+            sm.taken[tid == i ? t : t + 1] = me;
+            rk = 0;
+        }
+        kept += two ? 2 : 1, t += two ? 2 : 1;
+        for (int q = 0; q < (two ? 2 : 1); ++q) {
+            if (rk == 0) break;
+            const dp_pbox by = sm.cand_box[q == 0 ? i : j];
+            if (!disjoint(by, me, s.offset)) {
+                sc = DP_MUL(sc, soft_weight<METHOD>(by, me, s.iou_threshold, s.sigma, s.offset));
+                rk = sc >= s.min_score ? soft_rank(sc, tb) : 0;
+            }
+        }
+    }
+    __syncthreads(); /* the taken boxes are written */
+    if (tid == 0) st.taken = t, st.kept = kept;
+    __syncthreads();
 }
 
 /* What one block does in a round once every box still in is up to date,
@@ -1190,7 +1216,7 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
 #define SOFT_CANDIDATE_BYTES (sizeof(dp_pbox) + sizeof(word_t) + sizeof(float) + 2 * sizeof(int32_t))
 #define SOFT_STATIC_BYTES                                                                                           \
     (sizeof(soft_state) + SOFT_TAKE_MAX * sizeof(dp_pbox) + 32 * 32 * (sizeof(int32_t) + sizeof(float)) +          \
-     (1 << SOFT_RADIX_BITS) * sizeof(unsigned) + 2 * 32 * (sizeof(word_t) + sizeof(int32_t)) + 512)
+     (1 << SOFT_RADIX_BITS) * sizeof(unsigned) + 2 * 2 * 32 * (sizeof(word_t) + sizeof(int32_t)) + 512)
 
 /* The most threads a soft-NMS block can have on the context's device. */
 static unsigned soft_max_threads(const detpost_ctx *ctx)
