@@ -34,8 +34,9 @@
  *      (score, then lower index) its candidates, half to all of a block's
  *      threads - a radix select on the ranks - and the block then takes
  *      candidates exactly as the reference does (best first by a block-wide
- *      maximum, one barrier a box, each other candidate decayed by its
- *      weight against the box taken) for as long as the best candidate
+ *      maximum, one barrier a look - two boxes a look where the best cannot
+ *      touch the second -, each other candidate decayed by its weight
+ *      against the boxes taken) for as long as the best candidate
  *      still ranks at or above the lowest initial candidate: every other box
  *      ranks below that, and a decay (a product with a weight in [0, 1])
  *      only lowers a positive score, so none of them can be the reference's
