@@ -299,17 +299,21 @@ static void compare_nms(const nms_out *got, const nms_out *want, int64_t n, cons
 static const int64_t cross_sizes[] = {1,    2,    31,   63,   64,   65,   129,  255,  256,
                                       257,  1000, 1025, 2047, 2048, 2049, 3100, 4097, 5000};
 
-enum { COOP_AS_FOUND, COOP_NONE, COOP_TOO_MANY };
+enum { COOP_AS_FOUND, COOP_NONE, COOP_TOO_MANY, SMALL_SHARED };
 
-/* coop: single-class soft-NMS as found on the device, as on a device that
- * cannot hold the cooperative kernel, or as in a context that counted more
- * blocks than the device holds now (the launch is refused, and the one-block
- * kernel takes over) - set through the context's record of the count. */
-static void cpu_vs_cuda(detpost_nms_method method, uint64_t seed, int64_t max_soft, int coop)
+/* device: as found; single-class soft-NMS as on a device that cannot hold
+ * the cooperative kernel, or as in a context that counted more blocks than
+ * the device holds now (the launch is refused, and the one-block kernel
+ * takes over) - set through the context's record of the count; or a device
+ * that lends blocks no more than 48 KiB of shared memory (512-row resolve
+ * windows, fewer soft-NMS candidates a round than threads_for asks for). */
+static void cpu_vs_cuda(detpost_nms_method method, uint64_t seed, int64_t max_soft, int device)
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
     t_rng rng = {seed};
-    if (coop != COOP_AS_FOUND) {
+    const int coop = device;
+    if (device == SMALL_SHARED) gpu->smem_optin = 48 * 1024;
+    if (coop == COOP_NONE || coop == COOP_TOO_MANY) {
         /* a first call finds the count (and readies the kernels) as usual */
         float boxes[4 * 300], scores[300];
         t_detector_boxes(&rng, boxes, 300, 640, 480, 1);
@@ -319,7 +323,7 @@ static void cpu_vs_cuda(detpost_nms_method method, uint64_t seed, int64_t max_so
         nms_out first = run_nms(gpu, &p, boxes, scores, 300);
         free_nms_out(&first);
     }
-    if (coop != COOP_AS_FOUND)
+    if (coop == COOP_NONE || coop == COOP_TOO_MANY)
         gpu->soft_nms_blocks[0] = gpu->soft_nms_blocks[1] = coop == COOP_NONE ? -1 : 1 << 20;
     for (size_t i = 0; i < sizeof cross_sizes / sizeof cross_sizes[0]; ++i) {
         const int64_t n = cross_sizes[i];
@@ -352,6 +356,8 @@ Test(nms, cpu_vs_cuda_linear) { cpu_vs_cuda(DETPOST_NMS_LINEAR, 303, 2049, COOP_
 Test(nms, cpu_vs_cuda_gaussian) { cpu_vs_cuda(DETPOST_NMS_GAUSSIAN, 404, 5000, COOP_AS_FOUND); }
 Test(nms, cpu_vs_cuda_soft_one_block) { cpu_vs_cuda(DETPOST_NMS_GAUSSIAN, 505, 2049, COOP_NONE); }
 Test(nms, cpu_vs_cuda_soft_refused_grid) { cpu_vs_cuda(DETPOST_NMS_LINEAR, 606, 3100, COOP_TOO_MANY); }
+Test(nms, cpu_vs_cuda_hard_small_shared) { cpu_vs_cuda(DETPOST_NMS_HARD, 707, 0, SMALL_SHARED); }
+Test(nms, cpu_vs_cuda_soft_small_shared) { cpu_vs_cuda(DETPOST_NMS_GAUSSIAN, 808, 5000, SMALL_SHARED); }
 
 /* The same input twice gives the same bits, and a call leaves no state that
  * changes the next one. */
