@@ -414,11 +414,12 @@ __global__ void __launch_bounds__(RESOLVE_THREADS)
 }
 
 /* The stripe's kept boxes remove the columns right of the stripe that they
- * overlap above the threshold: a block takes a 64-column tile (skipped when
- * no column of it is left), four threads a column, each testing every
- * fourth kept box until one hits, with the kept boxes read into shared
- * memory REMOVE_THREADS at a time. Only kept rows ever need the columns
- * right of their stripe, so no other row's are computed. */
+ * overlap above the threshold: a block takes 64-column tiles in turn
+ * (skipping those with no column left), four threads a column, each testing
+ * every fourth kept box until one hits. The kept boxes are read into shared
+ * memory once when they fit in it (the usual case), else REMOVE_THREADS at a
+ * time for each tile. Only kept rows ever need the columns right of their
+ * stripe, so no other row's are computed. */
 template <int MODE>
 __global__ void __launch_bounds__(REMOVE_THREADS)
     nms_stripe_remove(const dp_box *__restrict__ box, word_t *__restrict__ remv, int64_t words, int64_t r0,
@@ -430,6 +431,11 @@ __global__ void __launch_bounds__(REMOVE_THREADS)
     const int64_t m = state[0], k0 = state[2], k1 = state[1];
     if (r0 >= m || k1 == k0 || (limit > 0 && k1 >= limit)) return;
     const int t = threadIdx.x, col = t % 64, slice = t / 64, slices = REMOVE_THREADS / 64;
+    const bool resident = k1 - k0 <= REMOVE_THREADS;
+    if (resident) {
+        if (t < k1 - k0) kept_box[t] = prepared(box[kept_pos[k0 + t]], offset);
+        __syncthreads();
+    }
     for (int64_t ct = w_begin + blockIdx.x; ct < words; ct += gridDim.x) {
         const word_t alive = ~remv[ct] & valid_bits(ct, m);
         if (alive == 0) continue;
@@ -438,9 +444,11 @@ __global__ void __launch_bounds__(REMOVE_THREADS)
         bool hit = false;
         for (int64_t base = k0; base < k1; base += REMOVE_THREADS) {
             const int here = k1 - base < REMOVE_THREADS ? (int)(k1 - base) : REMOVE_THREADS;
-            __syncthreads(); /* the previous chunk is no longer read */
-            if (t < here) kept_box[t] = prepared(box[kept_pos[base + t]], offset);
-            __syncthreads();
+            if (!resident) {
+                __syncthreads(); /* the previous chunk is no longer read */
+                if (t < here) kept_box[t] = prepared(box[kept_pos[base + t]], offset);
+                __syncthreads();
+            }
             for (int k = slice; mine && !hit && k < here; k += slices)
                 hit = dp_overlap_prepared(&kept_box[k], &me, MODE, offset) > iou_threshold;
         }
@@ -452,6 +460,7 @@ __global__ void __launch_bounds__(REMOVE_THREADS)
             for (int w = 0; w < REMOVE_THREADS / 32; ++w) bits |= (word_t)hits[w] << (32 * (w % 2));
             remv[ct] |= bits;
         }
+        __syncthreads(); /* hits is refilled by the next tile */
     }
 }
 
@@ -1199,7 +1208,10 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
                               ws.state, ws.kept_pos, limit),
                     "launching the NMS resolve kernel");
         if (w_end < words) {
-            dp_launch_cfg remove_cfg(dim3(dp_blocks_for(words - w_end, 1)), dim3(REMOVE_THREADS), 0, s);
+            /* enough blocks to fill the device; each loops over its tiles, most of which can be skipped */
+            const int64_t most = (int64_t)ctx->multiprocessors * (2048 / REMOVE_THREADS);
+            const int64_t tiles = words - w_end < most ? words - w_end : most;
+            dp_launch_cfg remove_cfg(dim3((unsigned)(tiles > 0 ? tiles : 1)), dim3(REMOVE_THREADS), 0, s);
             DP_CUDA_TRY(ctx,
                         DP_LAUNCH(nms_stripe_remove<MODE>, remove_cfg, ws.box, ws.remv, words, r0, w_end, ws.state,
                                   ws.kept_pos, p->iou_threshold, p->offset, limit),

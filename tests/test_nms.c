@@ -862,6 +862,35 @@ Test(batched_nms, soft_object_grids_cuda)
     detpost_destroy(cpu);
     detpost_destroy(gpu);
 }
+/* Many boxes kept a stripe: 1,600 small objects with two jittered boxes
+ * each, so the first 2048-row stripe keeps far more than the 256 boxes the
+ * removal kernel holds in shared memory at once, and removes their copies
+ * in later stripes. */
+Test(nms, hard_many_kept_per_stripe)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    t_rng rng = {99};
+    const int64_t n = 3200;
+    float *boxes = malloc((size_t)n * 16), *scores = malloc((size_t)n * 4);
+    object_grid(&rng, boxes, n, 40, 40, 0.5f, 0.05f);
+    for (int64_t i = 0; i < n; ++i) scores[i] = t_uniform(&rng, 0.0f, 1.0f);
+    const detpost_nms_params p = detpost_nms_params_default();
+    nms_out want = run_nms(cpu, &p, boxes, scores, n);
+    cr_assert_eq(want.num, 1600, "one box an object is kept, the copy removed (kept %lld)", (long long)want.num);
+    for (int s = 0; s < t_schedule_count(); ++s) {
+        t_set_schedule(t_schedule(s));
+        nms_out got = run_nms(gpu, &p, boxes, scores, n);
+        char what[96];
+        snprintf(what, sizeof what, "schedule %s", t_schedule(s) ? t_schedule(s) : "gpu");
+        compare_nms(&got, &want, n, what);
+        free_nms_out(&got);
+    }
+    free_nms_out(&want);
+    free(boxes), free(scores);
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+
 #endif
 
 #if TEST_HAS_CUDA
