@@ -8,21 +8,9 @@
 # Everything is written under $RESULTS_DIR (default build/gpu-results); a short
 # table comes last. Meant to finish in under 6 minutes.
 set -u
-here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
-G=${GPU_DIR:-build/gpu}
+source "$(dirname "$0")/gpu-env.sh"
 R=${RESULTS_DIR:-build/gpu-results}
 mkdir -p "$R"
-if [ ! -x "$G/detpost_tests" ]; then
-    echo "gpu-check: $G/detpost_tests is missing; run 'make gpu-bundle' first" >&2
-    exit 2
-fi
-cuda_libs=""
-for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
-    [ -d "$d" ] && cuda_libs="$cuda_libs:$d"
-done
-export LD_LIBRARY_PATH="$G/lib$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export DETPOST_TEST_DATA="$here/tests/data"
 summary=()
 add() { summary+=("$(printf '%-34s %s' "$1" "$2")"); }
 t0=$(date +%s)

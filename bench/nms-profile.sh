@@ -5,13 +5,9 @@
 # soft-NMS of 10,000 boxes. Writes under $RESULTS_DIR (default
 # build/nms-profile); the per-kernel tables come last.
 set -u
-here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
-G=${GPU_DIR:-build/gpu}
+source "$(dirname "$0")/gpu-env.sh"
 R=${RESULTS_DIR:-build/nms-profile}
 mkdir -p "$R"
-export LD_LIBRARY_PATH="$G/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export DETPOST_TEST_DATA="$here/tests/data"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | tee "$R/machine.txt"
 
 echo "== cuda NMS tests"

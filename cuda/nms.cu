@@ -1211,7 +1211,7 @@ static detpost_status run_stripes(detpost_ctx *ctx, const detpost_nms_params *p,
             /* enough blocks to fill the device; each loops over its tiles, most of which can be skipped */
             const int64_t most = (int64_t)ctx->multiprocessors * (2048 / REMOVE_THREADS);
             const int64_t tiles = words - w_end < most ? words - w_end : most;
-            dp_launch_cfg remove_cfg(dim3((unsigned)(tiles > 0 ? tiles : 1)), dim3(REMOVE_THREADS), 0, s);
+            dp_launch_cfg remove_cfg(dim3((unsigned)tiles), dim3(REMOVE_THREADS), 0, s);
             DP_CUDA_TRY(ctx,
                         DP_LAUNCH(nms_stripe_remove<MODE>, remove_cfg, ws.box, ws.remv, words, r0, w_end, ws.state,
                                   ws.kept_pos, p->iou_threshold, p->offset, limit),
@@ -1238,6 +1238,13 @@ static unsigned soft_max_threads(const detpost_ctx *ctx)
     return room >= 1024 ? 1024u : room >= 64 ? (unsigned)(room / 32 * 32) : 64u;
 }
 
+/* The context's record of a method's cooperative soft-NMS blocks. */
+template <int METHOD>
+static int &soft_blocks_record(detpost_ctx *ctx)
+{
+    return ctx->soft_nms_blocks[METHOD == DP_NMS_LINEAR ? 0 : 1];
+}
+
 /* Readies a method's soft-NMS kernels on the context's first soft-NMS call:
  * their dynamic shared-memory limit, and the blocks of the cooperative one
  * the device holds at once (recorded; -1: none, the one-block kernel does
@@ -1245,7 +1252,7 @@ static unsigned soft_max_threads(const detpost_ctx *ctx)
 template <int METHOD>
 static detpost_status soft_prepare(detpost_ctx *ctx)
 {
-    int &known = ctx->soft_nms_blocks[METHOD == DP_NMS_LINEAR ? 0 : 1];
+    int &known = soft_blocks_record<METHOD>(ctx);
     if (known != 0) return DETPOST_OK;
     const unsigned threads = soft_max_threads(ctx);
     const int bytes = (int)(threads * SOFT_CANDIDATE_BYTES);
@@ -1291,7 +1298,7 @@ static detpost_status run_soft(detpost_ctx *ctx, const detpost_nms_params *p, in
     cudaStream_t s = dp_stream(ctx);
     const detpost_status st = soft_prepare<METHOD>(ctx);
     if (st != DETPOST_OK) return st;
-    int &known = ctx->soft_nms_blocks[METHOD == DP_NMS_LINEAR ? 0 : 1];
+    int &known = soft_blocks_record<METHOD>(ctx);
     if (known > 0) {
         const int64_t want = (n + SOFT_COOP_SLICE - 1) / SOFT_COOP_SLICE;
         const int64_t blocks = want < known ? want : known;

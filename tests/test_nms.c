@@ -311,9 +311,8 @@ static void cpu_vs_cuda(detpost_nms_method method, uint64_t seed, int64_t max_so
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
     t_rng rng = {seed};
-    const int coop = device;
     if (device == SMALL_SHARED) gpu->smem_optin = 48 * 1024;
-    if (coop == COOP_NONE || coop == COOP_TOO_MANY) {
+    if (device == COOP_NONE || device == COOP_TOO_MANY) {
         /* a first call finds the count (and readies the kernels) as usual */
         float boxes[4 * 300], scores[300];
         t_detector_boxes(&rng, boxes, 300, 640, 480, 1);
@@ -323,8 +322,8 @@ static void cpu_vs_cuda(detpost_nms_method method, uint64_t seed, int64_t max_so
         nms_out first = run_nms(gpu, &p, boxes, scores, 300);
         free_nms_out(&first);
     }
-    if (coop == COOP_NONE || coop == COOP_TOO_MANY)
-        gpu->soft_nms_blocks[0] = gpu->soft_nms_blocks[1] = coop == COOP_NONE ? -1 : 1 << 20;
+    if (device == COOP_NONE || device == COOP_TOO_MANY)
+        gpu->soft_nms_blocks[0] = gpu->soft_nms_blocks[1] = device == COOP_NONE ? -1 : 1 << 20;
     for (size_t i = 0; i < sizeof cross_sizes / sizeof cross_sizes[0]; ++i) {
         const int64_t n = cross_sizes[i];
         if (dp_nms_is_soft(method) && n > max_soft) continue;
@@ -862,6 +861,7 @@ Test(batched_nms, soft_object_grids_cuda)
     detpost_destroy(cpu);
     detpost_destroy(gpu);
 }
+
 /* Many boxes kept a stripe: 1,600 small objects with two jittered boxes
  * each, so the first 2048-row stripe keeps far more than the 256 boxes the
  * removal kernel holds in shared memory at once, and removes their copies
