@@ -27,6 +27,22 @@
  * cudaOccupancyMaxActiveBlocksPerMultiprocessor, or the launch fails with
  * cudaErrorCooperativeLaunchTooLarge.
  *
+ * Graphs. cudaStreamBeginCapture on a stream created with cudaStreamCreate
+ * makes that stream record instead of run: kernel launches (checked as a
+ * launch would be, their arguments copied), cudaMemsetAsync and device-to-
+ * device cudaMemcpyAsync become nodes of the graph cudaStreamEndCapture
+ * returns, and cudaGraphLaunch runs them in order (outputs poisoned again,
+ * each launch checked again). While any capture is active the calls a GPU
+ * refuses in global capture mode fail with cudaErrorStreamCaptureUnsupported
+ * and invalidate every active capture: cudaMalloc, cudaFree, cudaMemcpy,
+ * cudaMemset, cudaDeviceSynchronize, and synchronising, copying host memory
+ * on, or allocating on a capturing stream (graph memory nodes are not
+ * emulated); work on the legacy stream fails with
+ * cudaErrorStreamCaptureImplicit and invalidates them too. An invalidated
+ * capture ends with cudaErrorStreamCaptureInvalidated and no graph. The
+ * emulator is stricter than a GPU in one place: stream-ordered allocation
+ * during a capture is refused rather than recorded.
+ *
  * Kernels must be launched through DP_LAUNCH or DP_LAUNCH_COOP (cuda/dp_cuda.cuh) and declare
  * shared memory with DP_SHARED / DP_SHARED_DYNAMIC: plain __shared__ does not
  * compile here, on purpose.
@@ -72,10 +88,14 @@ enum cudaError {
     cudaErrorInvalidMemcpyDirection = 21,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
+    cudaErrorIllegalState = 401,
     cudaErrorIllegalAddress = 700,
     cudaErrorLaunchOutOfResources = 701,
     cudaErrorLaunchFailure = 719,
-    cudaErrorCooperativeLaunchTooLarge = 720
+    cudaErrorCooperativeLaunchTooLarge = 720,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorStreamCaptureImplicit = 906
 };
 typedef enum cudaError cudaError_t;
 
@@ -110,6 +130,21 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 struct simt_stream;
 typedef struct simt_stream *cudaStream_t;
 
+enum cudaStreamCaptureStatus {
+    cudaStreamCaptureStatusNone = 0,
+    cudaStreamCaptureStatusActive = 1,
+    cudaStreamCaptureStatusInvalidated = 2
+};
+enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2
+};
+struct simt_graph;
+struct simt_graph_exec;
+typedef struct simt_graph *cudaGraph_t;
+typedef struct simt_graph_exec *cudaGraphExec_t;
+
 /* ---- runtime shims (cuda/simt/simt_runtime.cpp) ------------------------ */
 cudaError_t cudaGetDeviceCount(int *count);
 cudaError_t cudaSetDevice(int device);
@@ -133,6 +168,14 @@ cudaError_t cudaPeekAtLastError(void);
 const char *cudaGetErrorString(cudaError_t error);
 const char *cudaGetErrorName(cudaError_t error);
 cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attr, const void *ptr);
+/* Stream capture (see "Graphs" at the top of this file). */
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus *status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
 
 namespace simt {
 cudaError_t func_set_max_dynamic_smem(const void *func, int bytes);
@@ -192,6 +235,19 @@ struct out_region {
 cudaError_t run_grid(const char *kernel_name, const void *kernel, dim3 grid, dim3 block,
                      size_t dynamic_smem, cudaStream_t stream, const out_region *outs,
                      int num_outs, void (*body)(void *), void *closure, bool cooperative);
+/* Whether work on `stream` is recorded or refused rather than run: the stream
+ * is capturing (or its capture was invalidated), or it is the legacy stream
+ * while a capture is active. */
+bool stream_capturing(cudaStream_t stream);
+/* Records a launch on a capturing stream after the checks run_grid makes;
+ * `closure` is owned by the graph from then on and freed with `release`
+ * (at once when the launch is refused). */
+cudaError_t record_launch(const char *kernel_name, const void *kernel, dim3 grid, dim3 block, size_t dynamic_smem,
+                          cudaStream_t stream, const out_region *outs, int num_outs, void (*body)(void *),
+                          void *closure, void (*release)(void *), bool cooperative);
+/* Fails the launch in flight from kernel code, with a message (a device-side
+ * assertion): the launch returns cudaErrorLaunchFailure. */
+[[noreturn]] void kernel_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Records a launch that failed before it ran (bad argument) as the last error. */
 cudaError_t fail_launch(cudaError_t code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool is_device_range(const void *ptr, size_t bytes);
@@ -225,6 +281,7 @@ struct bound_kernel {
         bound_kernel *b = static_cast<bound_kernel *>(self);
         std::apply(b->kernel, b->args);
     }
+    static void release(void *self) { delete static_cast<bound_kernel *>(self); }
 };
 
 template <typename... P, typename... A>
@@ -237,6 +294,10 @@ inline cudaError_t launch_as(bool cooperative, const char *kernel_name, void (*k
     bound_kernel<void (*)(P...), tuple_t> bound{kernel, tuple_t(std::forward<A>(args)...)};
     cudaError_t err = check_args(kernel_name, bound.args, std::index_sequence_for<P...>{});
     if (err != cudaSuccess) return err;
+    if (stream_capturing(stream))
+        return record_launch(kernel_name, reinterpret_cast<const void *>(kernel), grid, block, smem, stream, outs,
+                             num_outs, &decltype(bound)::invoke, new decltype(bound)(std::move(bound)),
+                             &decltype(bound)::release, cooperative);
     return run_grid(kernel_name, reinterpret_cast<const void *>(kernel), grid, block, smem, stream,
                     outs, num_outs, &decltype(bound)::invoke, &bound, cooperative);
 }

@@ -16,6 +16,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,6 +44,23 @@
 #include <ucontext.h>
 #endif
 
+/* A graph node runs on the stream the graph is launched into. */
+typedef std::function<cudaError_t(cudaStream_t)> simt_node;
+
+struct simt_stream {
+    bool capturing = false;   /* between cudaStreamBeginCapture and cudaStreamEndCapture */
+    bool strict = false;      /* captured in global or thread-local mode */
+    bool invalidated = false; /* an unsafe call was made during the capture */
+    std::string why;          /* the first one */
+    std::vector<simt_node> nodes;
+};
+struct simt_graph {
+    std::vector<simt_node> nodes;
+};
+struct simt_graph_exec {
+    std::vector<simt_node> nodes;
+};
+
 namespace simt {
 
 thread_local thread_state *tls_thread = nullptr;
@@ -64,7 +82,10 @@ constexpr uint32_t kPoison = 0x7FC0DEADu; /* a NaN as float, a huge int as int32
 /* ---- process-wide state ------------------------------------------------- */
 std::mutex g_mutex;
 std::map<uintptr_t, size_t> g_allocs;   /* device allocations: base -> bytes */
-std::set<const simt_stream *> g_streams;
+std::set<simt_stream *> g_streams;
+/* captures begun and not yet ended, and those of them not in relaxed mode */
+std::atomic<int> g_captures{0};
+std::atomic<int> g_strict_captures{0};
 std::map<const void *, int> g_max_dyn_smem;
 std::atomic<unsigned long long> g_sync_count{0};
 std::atomic<unsigned long long> g_launch_count{0};
@@ -805,6 +826,17 @@ bool is_device_range(const void *ptr, size_t bytes)
     return p >= it->first && bytes <= it->second && p - it->first <= it->second - bytes;
 }
 
+void kernel_fail(const char *fmt, ...)
+{
+    char text[sizeof(runner::failure)];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    runner &r = get_runner();
+    abort_thread(r, "thread %d failed: %s", r.current->linear, text);
+}
+
 cudaError_t fail_launch(cudaError_t code, const char *fmt, ...)
 {
     g_launch_count++;
@@ -820,6 +852,79 @@ static bool stream_ok(cudaStream_t s)
     if (s == nullptr) return true;
     std::lock_guard<std::mutex> lock(g_mutex);
     return g_streams.count(s) != 0;
+}
+
+/* ---- stream capture ------------------------------------------------------ */
+
+/* Marks every active capture invalid, keeping the first reason; g_mutex held. */
+static void invalidate_captures_locked(const char *why)
+{
+    for (simt_stream *st : g_streams)
+        if (st->capturing && !st->invalidated) {
+            st->invalidated = true;
+            st->why = why;
+            st->nodes.clear();
+        }
+}
+
+/* A call a GPU refuses while a capture in global mode is active: fails with
+ * cudaErrorStreamCaptureUnsupported and invalidates the captures. */
+static cudaError_t refuse_if_capturing(const char *what)
+{
+    if (g_strict_captures.load() == 0) return cudaSuccess;
+    std::lock_guard<std::mutex> lock(g_mutex);
+    char why[256];
+    std::snprintf(why, sizeof why, "%s is not permitted while a stream is capturing a graph", what);
+    invalidate_captures_locked(why);
+    return fail(cudaErrorStreamCaptureUnsupported, "%s", why);
+}
+
+/* Where work on `s` goes: run now (*record false), into s's capture (*record
+ * true), or refused (an error: the legacy stream during a capture, or a
+ * capture already invalidated). */
+static cudaError_t route(cudaStream_t s, const char *what, bool *record)
+{
+    *record = false;
+    if (g_captures.load() == 0) return cudaSuccess;
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (s == nullptr) {
+        char why[256];
+        std::snprintf(why, sizeof why, "%s on the legacy stream while a stream is capturing a graph", what);
+        invalidate_captures_locked(why);
+        return fail(cudaErrorStreamCaptureImplicit, "%s", why);
+    }
+    if (!g_streams.count(s) || !s->capturing) return cudaSuccess;
+    if (s->invalidated)
+        return fail(cudaErrorStreamCaptureInvalidated, "%s: the stream's capture was invalidated earlier: %s", what,
+                    s->why.c_str());
+    *record = true;
+    return cudaSuccess;
+}
+
+/* Refuses work that cannot be recorded and invalidates the stream's capture. */
+static cudaError_t refuse_in_capture(cudaStream_t s, const char *what)
+{
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (!s->invalidated) {
+        s->invalidated = true;
+        s->why = what;
+        s->nodes.clear();
+    }
+    return fail(cudaErrorStreamCaptureUnsupported, "%s", what);
+}
+
+static void add_node(cudaStream_t s, simt_node node)
+{
+    std::lock_guard<std::mutex> lock(g_mutex);
+    s->nodes.push_back(std::move(node));
+}
+
+bool stream_capturing(cudaStream_t s)
+{
+    if (g_captures.load() == 0) return false;
+    if (s == nullptr) return true;
+    std::lock_guard<std::mutex> lock(g_mutex);
+    return g_streams.count(s) != 0 && s->capturing;
 }
 
 /* Threads in flight are numbered block after block: thread i of block b is
@@ -887,11 +992,10 @@ static cudaError_t run_cooperative(runner &r, const schedule &sched, const char 
     return fail(cudaErrorLaunchFailure, "kernel %s (cooperative, %llu blocks): %s", name, nblocks, r.failure);
 }
 
-cudaError_t run_grid(const char *name, const void *kernel, dim3 grid, dim3 block, size_t dyn_smem,
-                     cudaStream_t stream, const out_region *outs, int num_outs, void (*body)(void *),
-                     void *closure, bool cooperative)
+/* What a GPU checks when a kernel is launched or captured. */
+static cudaError_t check_launch(const char *name, const void *kernel, dim3 grid, dim3 block, size_t dyn_smem,
+                                cudaStream_t stream, const out_region *outs, int num_outs, bool cooperative)
 {
-    g_launch_count++;
     const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
     if (block.x == 0 || block.y == 0 || block.z == 0 || nthreads > (unsigned long long)kMaxThreads ||
         block.x > 1024 || block.y > 1024 || block.z > 64)
@@ -916,13 +1020,47 @@ cudaError_t run_grid(const char *name, const void *kernel, dim3 grid, dim3 block
                         "(%d multiprocessors x %d blocks of %llu threads with %zu bytes of dynamic shared memory)",
                         name, nblocks, per_sm * kMultiprocessors, kMultiprocessors, per_sm, nthreads, dyn_smem);
     }
-    for (int i = 0; i < num_outs; ++i) {
-        if (outs[i].bytes == 0) continue;
-        if (!is_device_range(outs[i].ptr, outs[i].bytes))
+    for (int i = 0; i < num_outs; ++i)
+        if (outs[i].bytes != 0 && !is_device_range(outs[i].ptr, outs[i].bytes))
             return fail(cudaErrorInvalidDevicePointer, "kernel %s: output %d (%p, %zu bytes) is not device memory",
                         name, i, outs[i].ptr, outs[i].bytes);
-        fill_poison(outs[i].ptr, outs[i].bytes);
-    }
+    return cudaSuccess;
+}
+
+cudaError_t record_launch(const char *name, const void *kernel, dim3 grid, dim3 block, size_t dyn_smem,
+                          cudaStream_t stream, const out_region *outs, int num_outs, void (*body)(void *),
+                          void *closure, void (*release)(void *), bool cooperative)
+{
+    std::shared_ptr<void> hold(closure, release);
+    bool record = false;
+    char what[160];
+    std::snprintf(what, sizeof what, "kernel %s", name);
+    cudaError_t err = route(stream, what, &record);
+    if (err != cudaSuccess) return err;
+    if (!record) /* the capture ended meanwhile */
+        return run_grid(name, kernel, grid, block, dyn_smem, stream, outs, num_outs, body, closure, cooperative);
+    err = check_launch(name, kernel, grid, block, dyn_smem, stream, outs, num_outs, cooperative);
+    if (err != cudaSuccess) return err;
+    std::vector<out_region> out_list(outs, outs + num_outs);
+    std::string kernel_name(name);
+    add_node(stream, [=](cudaStream_t s) {
+        return run_grid(kernel_name.c_str(), kernel, grid, block, dyn_smem, s, out_list.data(), (int)out_list.size(),
+                        body, hold.get(), cooperative);
+    });
+    return cudaSuccess;
+}
+
+cudaError_t run_grid(const char *name, const void *kernel, dim3 grid, dim3 block, size_t dyn_smem,
+                     cudaStream_t stream, const out_region *outs, int num_outs, void (*body)(void *),
+                     void *closure, bool cooperative)
+{
+    g_launch_count++;
+    const cudaError_t err = check_launch(name, kernel, grid, block, dyn_smem, stream, outs, num_outs, cooperative);
+    if (err != cudaSuccess) return err;
+    const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
+    const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+    for (int i = 0; i < num_outs; ++i)
+        if (outs[i].bytes != 0) fill_poison(outs[i].ptr, outs[i].bytes);
 
     runner &r = get_runner();
     const schedule &sched = current_schedule();
@@ -931,7 +1069,7 @@ cudaError_t run_grid(const char *name, const void *kernel, dim3 grid, dim3 block
     r.closure = closure;
     /* as on a GPU: the attribute bounds the dynamic part; static and dynamic together stay within 48 KiB, or
      * within the opt-in maximum once the attribute was raised above that */
-    r.smem_limit = limit > kStaticSmemLimit ? kOptinSmemLimit : kStaticSmemLimit;
+    r.smem_limit = dynamic_smem_limit(kernel) > kStaticSmemLimit ? kOptinSmemLimit : kStaticSmemLimit;
     r.smem_dynamic = dyn_smem;
     r.failed = false;
     r.failed_block = nullptr;
@@ -1069,24 +1207,44 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     }
     return cudaErrorInvalidValue;
 }
+#define SIMT_REFUSE_IF_CAPTURING(what)                         \
+    do {                                                        \
+        const cudaError_t refused_ = refuse_if_capturing(what); \
+        if (refused_ != cudaSuccess) return refused_;           \
+    } while (0)
+/* Routes work on `stream`: returns a refusal, or sets `record` */
+#define SIMT_ROUTE(stream, what, record)                            \
+    do {                                                            \
+        const cudaError_t routed_ = route((stream), (what), &record); \
+        if (routed_ != cudaSuccess) return routed_;                 \
+    } while (0)
+
 cudaError_t cudaMalloc(void **ptr, size_t bytes)
 {
+    SIMT_REFUSE_IF_CAPTURING("cudaMalloc");
     g_sync_count++;
     return device_alloc(ptr, bytes, "cudaMalloc");
 }
 cudaError_t cudaFree(void *ptr)
 {
+    SIMT_REFUSE_IF_CAPTURING("cudaFree");
     g_sync_count++;
     return device_free(ptr, "cudaFree");
 }
 cudaError_t cudaMallocAsync(void **ptr, size_t bytes, cudaStream_t stream)
 {
     if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaMallocAsync: unknown stream");
+    bool record = false;
+    SIMT_ROUTE(stream, "cudaMallocAsync", record);
+    if (record) return refuse_in_capture(stream, "cudaMallocAsync during a capture (graph memory nodes are not emulated)");
     return device_alloc(ptr, bytes, "cudaMallocAsync");
 }
 cudaError_t cudaFreeAsync(void *ptr, cudaStream_t stream)
 {
     if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaFreeAsync: unknown stream");
+    bool record = false;
+    SIMT_ROUTE(stream, "cudaFreeAsync", record);
+    if (record) return refuse_in_capture(stream, "cudaFreeAsync during a capture (graph memory nodes are not emulated)");
     return device_free(ptr, "cudaFreeAsync");
 }
 
@@ -1113,6 +1271,7 @@ static cudaError_t checked_copy(void *dst, const void *src, size_t bytes, enum c
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind)
 {
+    SIMT_REFUSE_IF_CAPTURING("cudaMemcpy");
     cudaError_t e = checked_copy(dst, src, bytes, kind, "cudaMemcpy");
     if (e == cudaSuccess && is_device_range(dst, bytes) && is_device_range(src, bytes)) g_sync_count++;
     return e;
@@ -1120,26 +1279,40 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpy
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind, cudaStream_t stream)
 {
     if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaMemcpyAsync: unknown stream");
-    return checked_copy(dst, src, bytes, kind, "cudaMemcpyAsync");
+    bool record = false;
+    SIMT_ROUTE(stream, "cudaMemcpyAsync", record);
+    if (!record) return checked_copy(dst, src, bytes, kind, "cudaMemcpyAsync");
+    if (bytes == 0) return cudaSuccess;
+    if (!is_device_range(dst, bytes) || !is_device_range(src, bytes) ||
+        (kind != cudaMemcpyDeviceToDevice && kind != cudaMemcpyDefault))
+        return refuse_in_capture(stream, "cudaMemcpyAsync touching host memory during a capture");
+    add_node(stream, [=](cudaStream_t s) { return cudaMemcpyAsync(dst, src, bytes, kind, s); });
+    return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t stream)
 {
     if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaMemsetAsync: unknown stream");
+    bool record = false;
+    SIMT_ROUTE(stream, "cudaMemsetAsync", record);
     if (bytes == 0) return cudaSuccess;
     if (!is_device_range(ptr, bytes))
         return fail(cudaErrorInvalidValue, "cudaMemsetAsync: %p (%zu bytes) is not device memory", ptr, bytes);
-    std::memset(ptr, value, bytes);
+    if (record)
+        add_node(stream, [=](cudaStream_t s) { return cudaMemsetAsync(ptr, value, bytes, s); });
+    else
+        std::memset(ptr, value, bytes);
     return cudaSuccess;
 }
 cudaError_t cudaMemset(void *ptr, int value, size_t bytes)
 {
+    SIMT_REFUSE_IF_CAPTURING("cudaMemset");
     g_sync_count++;
     return cudaMemsetAsync(ptr, value, bytes, nullptr);
 }
 cudaError_t cudaStreamCreate(cudaStream_t *stream)
 {
     if (!stream) return cudaErrorInvalidValue;
-    simt_stream *s = reinterpret_cast<simt_stream *>(new char(0));
+    simt_stream *s = new simt_stream();
     std::lock_guard<std::mutex> lock(g_mutex);
     g_streams.insert(s);
     *stream = s;
@@ -1150,19 +1323,112 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream)
     {
         std::lock_guard<std::mutex> lock(g_mutex);
         if (!g_streams.erase(stream)) return fail(cudaErrorInvalidValue, "cudaStreamDestroy: unknown stream");
+        if (stream->capturing) { /* the capture ends with its stream */
+            g_captures--;
+            if (stream->strict) g_strict_captures--;
+        }
     }
-    delete reinterpret_cast<char *>(stream);
+    delete stream;
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 {
     if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaStreamSynchronize: unknown stream");
+    if (stream_capturing(stream)) {
+        if (stream == nullptr) {
+            bool record = false;
+            SIMT_ROUTE(stream, "cudaStreamSynchronize", record);
+        }
+        return refuse_in_capture(stream, "cudaStreamSynchronize of a capturing stream");
+    }
     g_sync_count++;
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void)
 {
+    SIMT_REFUSE_IF_CAPTURING("cudaDeviceSynchronize");
     g_sync_count++;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode)
+{
+    if (stream == nullptr)
+        return fail(cudaErrorStreamCaptureUnsupported, "cudaStreamBeginCapture: capture may not begin on the legacy stream");
+    if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal &&
+        mode != cudaStreamCaptureModeRelaxed)
+        return fail(cudaErrorInvalidValue, "cudaStreamBeginCapture: unknown mode %d", (int)mode);
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (!g_streams.count(stream)) return fail(cudaErrorInvalidValue, "cudaStreamBeginCapture: unknown stream");
+    if (stream->capturing) return fail(cudaErrorIllegalState, "cudaStreamBeginCapture: the stream is already capturing");
+    stream->capturing = true;
+    stream->strict = mode != cudaStreamCaptureModeRelaxed;
+    stream->invalidated = false;
+    stream->why.clear();
+    stream->nodes.clear();
+    g_captures++;
+    if (stream->strict) g_strict_captures++;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph)
+{
+    if (graph == nullptr) return fail(cudaErrorInvalidValue, "cudaStreamEndCapture: graph is NULL");
+    *graph = nullptr;
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (stream == nullptr || !g_streams.count(stream) || !stream->capturing)
+        return fail(cudaErrorIllegalState, "cudaStreamEndCapture: the stream is not capturing");
+    stream->capturing = false;
+    g_captures--;
+    if (stream->strict) g_strict_captures--;
+    if (stream->invalidated)
+        return fail(cudaErrorStreamCaptureInvalidated, "cudaStreamEndCapture: the capture was invalidated: %s",
+                    stream->why.c_str());
+    *graph = new simt_graph{std::move(stream->nodes)};
+    stream->nodes.clear();
+    return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus *status)
+{
+    if (status == nullptr) return fail(cudaErrorInvalidValue, "cudaStreamIsCapturing: status is NULL");
+    *status = cudaStreamCaptureStatusNone;
+    if (stream == nullptr)
+        return g_captures.load() == 0 ? cudaSuccess
+                                      : fail(cudaErrorStreamCaptureImplicit,
+                                             "cudaStreamIsCapturing: the legacy stream while a stream is capturing");
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (!g_streams.count(stream)) return fail(cudaErrorInvalidValue, "cudaStreamIsCapturing: unknown stream");
+    if (stream->capturing)
+        *status = stream->invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags)
+{
+    if (exec == nullptr || graph == nullptr || flags != 0)
+        return fail(cudaErrorInvalidValue, "cudaGraphInstantiate: NULL argument or unsupported flags");
+    *exec = new simt_graph_exec{graph->nodes};
+    return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream)
+{
+    if (exec == nullptr) return fail(cudaErrorInvalidValue, "cudaGraphLaunch: exec is NULL");
+    if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaGraphLaunch: unknown stream");
+    bool record = false;
+    SIMT_ROUTE(stream, "cudaGraphLaunch", record);
+    if (record) return refuse_in_capture(stream, "cudaGraphLaunch into a capture (child graphs are not emulated)");
+    for (const simt_node &node : exec->nodes) {
+        const cudaError_t err = node(stream);
+        if (err != cudaSuccess) return err;
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph)
+{
+    delete graph;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
+{
+    delete exec;
     return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void)
@@ -1187,6 +1453,10 @@ const char *cudaGetErrorName(cudaError_t error)
     case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorCooperativeLaunchTooLarge: return "cudaErrorCooperativeLaunchTooLarge";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
     }
     return "cudaErrorUnknown";
 }
@@ -1205,6 +1475,10 @@ const char *cudaGetErrorString(cudaError_t error)
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
     case cudaErrorCooperativeLaunchTooLarge: return "too many blocks in cooperative launch";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
     }
     return "unknown error";
 }

@@ -10,6 +10,7 @@
 
 #include <criterion/criterion.h>
 
+#include <functional>
 #include <vector>
 
 static const char *const kSchedules[] = {"forward", "reverse", "random:1", "random:987654321"};
@@ -631,4 +632,118 @@ Test(simt, largest_cooperative_grids_run)
     cudaFree(first);
     cudaFree(second);
     detpost_destroy(ctx);
+}
+
+/* ---- stream capture ---------------------------------------------------------- */
+
+__global__ void add_to_all(int *data, int amount) { data[blockIdx.x * blockDim.x + threadIdx.x] += amount; }
+
+Test(simt, capture_records_and_a_graph_replays)
+{
+    cudaStream_t s = nullptr;
+    cr_assert_eq(cudaStreamCreate(&s), cudaSuccess);
+    int *a = dev_alloc<int>(64), *b = dev_alloc<int>(64), *poisoned = dev_alloc<int>(64);
+    cr_assert_eq(cudaMemset(a, 0, 256), cudaSuccess);
+    cr_assert_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    cr_assert_eq(cudaStreamIsCapturing(s, &status), cudaSuccess);
+    cr_assert_eq(status, cudaStreamCaptureStatusActive);
+    const unsigned long long launches = simt_launch_count();
+    dp_launch_cfg cfg(dim3(2), dim3(32), 0, s);
+    cr_assert_eq(DP_LAUNCH(add_to_all, cfg, a, 5), cudaSuccess, "%s", simt_last_message());
+    cr_assert_eq(DP_LAUNCH_COOP(add_to_all, cfg, a, 1), cudaSuccess, "%s", simt_last_message());
+    cr_assert_eq(cudaMemcpyAsync(b, a, 256, cudaMemcpyDeviceToDevice, s), cudaSuccess);
+    cr_assert_eq(cudaMemsetAsync(a, 0, 128, s), cudaSuccess);
+    dp_launch_cfg one(dim3(1), dim3(32), 0, s);
+    one.out(poisoned, 256); /* declared, written only in its first half */
+    cr_assert_eq(DP_LAUNCH(touch, one, poisoned), cudaSuccess);
+    dp_launch_cfg bad(dim3(1), dim3(2048), 0, s);
+    cr_assert_eq(DP_LAUNCH(touch, bad, poisoned), cudaErrorInvalidConfiguration, "checked when captured");
+    cr_assert_eq(simt_launch_count(), launches, "nothing ran during the capture");
+    cudaGraph_t graph = nullptr;
+    cr_assert_eq(cudaStreamEndCapture(s, &graph), cudaSuccess, "%s", simt_last_message());
+    for (int v : dev_read(a, 64)) cr_assert_eq(v, 0, "nothing ran during the capture");
+    cr_assert_eq(cudaStreamIsCapturing(s, &status), cudaSuccess);
+    cr_assert_eq(status, cudaStreamCaptureStatusNone);
+    cudaGraphExec_t exec = nullptr;
+    cr_assert_eq(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    cr_assert_eq(cudaGraphDestroy(graph), cudaSuccess, "an instance outlives its graph");
+    for (int launch = 1; launch <= 2; ++launch) {
+        cr_assert_eq(cudaGraphLaunch(exec, s), cudaSuccess, "%s", simt_last_message());
+        std::vector<int> ga = dev_read(a, 64), gb = dev_read(b, 64), gp = dev_read(poisoned, 64);
+        for (int i = 0; i < 64; ++i) {
+            cr_assert_eq(gb[i], i < 32 ? 6 : 6 * launch, "b[%d] after launch %d", i, launch);
+            cr_assert_eq(ga[i], i < 32 ? 0 : 6 * launch, "a[%d] after launch %d", i, launch);
+            cr_assert_eq((unsigned)gp[i], i < 32 ? (unsigned)i : 0x7FC0DEADu, "outputs are poisoned at each replay");
+        }
+    }
+    cr_assert_eq(cudaGraphExecDestroy(exec), cudaSuccess);
+    cudaFree(a), cudaFree(b), cudaFree(poisoned);
+    cr_assert_eq(cudaStreamDestroy(s), cudaSuccess);
+}
+
+/* Each call a GPU refuses during a global-mode capture fails and invalidates
+ * the capture, which then ends without a graph. */
+Test(simt, capture_refuses_what_a_gpu_refuses)
+{
+    cudaStream_t s = nullptr, other = nullptr;
+    cr_assert_eq(cudaStreamCreate(&s), cudaSuccess);
+    cr_assert_eq(cudaStreamCreate(&other), cudaSuccess);
+    int *a = dev_alloc<int>(32);
+    int host[32] = {0};
+    void *p = nullptr;
+    struct unsafe {
+        const char *what;
+        cudaError_t expect;
+        std::function<cudaError_t()> call;
+    };
+    dp_launch_cfg legacy(dim3(1), dim3(32), 0, nullptr);
+    const unsafe calls[] = {
+        {"cudaMalloc", cudaErrorStreamCaptureUnsupported, [&] { return cudaMalloc(&p, 64); }},
+        {"cudaFree", cudaErrorStreamCaptureUnsupported, [&] { return cudaFree(a); }},
+        {"cudaMemcpy", cudaErrorStreamCaptureUnsupported,
+         [&] { return cudaMemcpy(host, a, 128, cudaMemcpyDeviceToHost); }},
+        {"cudaMemset", cudaErrorStreamCaptureUnsupported, [&] { return cudaMemset(a, 0, 128); }},
+        {"cudaDeviceSynchronize", cudaErrorStreamCaptureUnsupported, [&] { return cudaDeviceSynchronize(); }},
+        {"cudaStreamSynchronize", cudaErrorStreamCaptureUnsupported, [&] { return cudaStreamSynchronize(s); }},
+        {"cudaMallocAsync", cudaErrorStreamCaptureUnsupported, [&] { return cudaMallocAsync(&p, 64, s); }},
+        {"cudaMemcpyAsync to the host", cudaErrorStreamCaptureUnsupported,
+         [&] { return cudaMemcpyAsync(host, a, 128, cudaMemcpyDeviceToHost, s); }},
+        {"a launch on the legacy stream", cudaErrorStreamCaptureImplicit,
+         [&] { return DP_LAUNCH(touch, legacy, a); }},
+        {"cudaMemsetAsync on the legacy stream", cudaErrorStreamCaptureImplicit,
+         [&] { return cudaMemsetAsync(a, 0, 128, nullptr); }},
+    };
+    for (const unsafe &u : calls) {
+        cr_assert_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+        cr_assert_eq(u.call(), u.expect, "%s: %s", u.what, simt_last_message());
+        cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+        cr_assert_eq(cudaStreamIsCapturing(s, &status), cudaSuccess);
+        cr_assert_eq(status, cudaStreamCaptureStatusInvalidated, "%s invalidates the capture", u.what);
+        dp_launch_cfg cfg(dim3(1), dim3(32), 0, s);
+        cr_assert_eq(DP_LAUNCH(touch, cfg, a), cudaErrorStreamCaptureInvalidated, "%s", u.what);
+        cudaGraph_t graph = reinterpret_cast<cudaGraph_t>(&status);
+        cr_assert_eq(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated, "%s", u.what);
+        cr_assert_null(graph);
+    }
+
+    /* other streams keep running, and relaxed mode allows what global mode refuses */
+    cr_assert_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
+    cr_assert_eq(cudaMemsetAsync(a, 0x11, 128, other), cudaSuccess);
+    cr_assert_eq(cudaMalloc(&p, 64), cudaSuccess, "%s", simt_last_message());
+    cr_assert_eq(cudaFree(p), cudaSuccess);
+    cudaGraph_t graph = nullptr;
+    cr_assert_eq(cudaStreamEndCapture(s, &graph), cudaSuccess, "%s", simt_last_message());
+    cr_assert_eq(dev_read(a, 1)[0], 0x11111111, "work on another stream ran at once");
+    cr_assert_eq(cudaGraphDestroy(graph), cudaSuccess);
+
+    /* misuse of the capture calls themselves */
+    cr_assert_eq(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeGlobal), cudaErrorStreamCaptureUnsupported);
+    cr_assert_eq(cudaStreamEndCapture(s, &graph), cudaErrorIllegalState);
+    cr_assert_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    cr_assert_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaErrorIllegalState);
+    cr_assert_eq(cudaStreamDestroy(s), cudaSuccess, "destroying a capturing stream ends its capture");
+    cr_assert_eq(cudaMalloc(&p, 64), cudaSuccess, "no capture is left active");
+    cudaFree(p), cudaFree(a);
+    cr_assert_eq(cudaStreamDestroy(other), cudaSuccess);
 }
