@@ -1,7 +1,7 @@
 /*
  * GEMM seam (see gemm.cuh). Under nvcc: cublasGemmEx with half inputs and
  * CUBLAS_COMPUTE_32F, on a per-context handle bound to the context's stream.
- * Under the emulator: the same product as a plain host loop.
+ * Under the emulator: the same product as a plain loop in a one-thread kernel.
  */
 #include "gemm.cuh"
 
@@ -25,12 +25,10 @@ static float half_bits_to_float(uint16_t h)
     return sign ? -v : v;
 }
 
-detpost_status dp_gemm_abt_f16(detpost_ctx *ctx, const uint16_t *a, int m, const uint16_t *b, int n, int k_len,
-                               float *out)
+/* One thread computes the whole product, on the context's stream like the
+ * work around it (and captured into graphs with it). */
+__global__ void sim_gemm_abt_f16(const uint16_t *a, int m, const uint16_t *b, int n, int k_len, float *out)
 {
-    if (!simt::is_device_range(a, (size_t)m * k_len * 2) || !simt::is_device_range(b, (size_t)n * k_len * 2) ||
-        !simt::is_device_range(out, (size_t)m * n * 4))
-        return dp_fail(ctx, DETPOST_ERR_INTERNAL, "GEMM operands are not device memory");
     for (int i = 0; i < m; ++i)
         for (int j = 0; j < n; ++j) {
             float acc = 0.0f;
@@ -38,6 +36,17 @@ detpost_status dp_gemm_abt_f16(detpost_ctx *ctx, const uint16_t *a, int m, const
                 acc += half_bits_to_float(a[(int64_t)i * k_len + k]) * half_bits_to_float(b[(int64_t)j * k_len + k]);
             out[(int64_t)i * n + j] = acc;
         }
+}
+
+detpost_status dp_gemm_abt_f16(detpost_ctx *ctx, const uint16_t *a, int m, const uint16_t *b, int n, int k_len,
+                               float *out)
+{
+    if (!simt::is_device_range(a, (size_t)m * k_len * 2) || !simt::is_device_range(b, (size_t)n * k_len * 2) ||
+        !simt::is_device_range(out, (size_t)m * n * 4))
+        return dp_fail(ctx, DETPOST_ERR_INTERNAL, "GEMM operands are not device memory");
+    dp_launch_cfg cfg(dim3(1), dim3(1), 0, dp_stream(ctx));
+    cfg.out(out, (size_t)m * n * 4);
+    DP_CUDA_TRY(ctx, DP_LAUNCH(sim_gemm_abt_f16, cfg, a, m, b, n, k_len, out), "the mask GEMM");
     return DETPOST_OK;
 }
 
