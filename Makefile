@@ -56,6 +56,7 @@ SIMT_CPP := $(sort $(wildcard cuda/simt/*.cpp))
 TOOL_C := $(sort $(wildcard host/tool/*.c))
 TEST_C := $(sort $(wildcard tests/*.c))
 TEST_SIM_CU := $(sort $(wildcard tests/sim/*.cu))
+TEST_CU := $(sort $(wildcard tests/*.cu))
 BENCH_C := $(sort $(wildcard bench/*.c))
 
 # flavor-specific defines for host C (library, tool, tests, bench)
@@ -78,7 +79,8 @@ objs = $(patsubst %.c,$(BUILD)/$(1)/obj/%.o,$(LIB_C)) \
 	$(if $(filter sim,$(1)),$(patsubst %.cpp,$(BUILD)/$(1)/obj/%.o,$(SIMT_CPP)))
 tool_objs = $(patsubst %.c,$(BUILD)/$(1)/obj/%.o,$(TOOL_C))
 test_objs = $(patsubst %.c,$(BUILD)/$(1)/obj/%.o,$(TEST_C) host/tool/json_io.c) \
-	$(if $(filter sim,$(1)),$(patsubst %.cu,$(BUILD)/$(1)/obj/%.o,$(TEST_SIM_CU)))
+	$(if $(filter sim,$(1)),$(patsubst %.cu,$(BUILD)/$(1)/obj/%.o,$(TEST_SIM_CU))) \
+	$(if $(filter sim cuda,$(1)),$(patsubst %.cu,$(BUILD)/$(1)/obj/%.o,$(TEST_CU)))
 
 .PHONY: all lib test demo install gpu-bundle bench clean deps help
 all: deps $(foreach f,$(FLAVORS),$(BUILD)/$(f)/libdetpost.a $(BUILD)/$(f)/libdetpost.so $(BUILD)/$(f)/detpost)
@@ -153,7 +155,7 @@ $(BUILD)/sim/obj/cuda/%.o: cuda/%.cu
 $(BUILD)/sim/obj/cuda/simt/%.o: cuda/simt/%.cpp
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS_BASE) $(DEFS_sim) -MMD -MP -c $< -o $@
-$(BUILD)/sim/obj/tests/sim/%.o: tests/sim/%.cu
+$(BUILD)/sim/obj/tests/%.o: tests/%.cu
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS_BASE) $(DEFS_sim) -Itests -x c++ -MMD -MP -c $< -o $@
 
@@ -161,6 +163,9 @@ $(BUILD)/sim/obj/tests/sim/%.o: tests/sim/%.cu
 $(BUILD)/cuda/obj/cuda/%.o: cuda/%.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/cuda/obj/tests/%.o: tests/%.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -Itests -MMD -MP -c $< -o $@
 $(BUILD)/cuda/obj/bench/%.o: CFLAGS_BASE += -I$(CUDA_HOME)/include
 
 # ---- tests ---------------------------------------------------------------

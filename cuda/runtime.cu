@@ -120,6 +120,17 @@ detpost_status dp_cuda_alloc(detpost_ctx *ctx, void **ptr, size_t bytes, int str
     return DETPOST_OK;
 }
 
+int dp_cuda_capturing(detpost_ctx *ctx)
+{
+    enum cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(dp_stream(ctx), &status) != cudaSuccess) {
+        /* the legacy stream while another stream captures: no allocation is safe either */
+        (void)cudaGetLastError();
+        return 1;
+    }
+    return status != cudaStreamCaptureStatusNone;
+}
+
 void dp_cuda_free(detpost_ctx *ctx, void *ptr, int stream_ordered)
 {
     if (cudaSetDevice(ctx->device) != cudaSuccess ||

@@ -298,6 +298,16 @@ detpost_status dp_workspace(detpost_ctx *ctx, size_t bytes, void **ptr)
             return dp_fail(ctx, DETPOST_ERR_WORKSPACE_TOO_SMALL,
                            "the workspace set with detpost_set_workspace holds %zu bytes; this call needs %zu",
                            ctx->ws.bytes, need);
+#if DETPOST_WITH_CUDA
+        /* growing inside a capture would record an allocation the graph then owns, and free the arena earlier
+         * captured work still reads */
+        if (ctx->backend == DETPOST_CUDA && dp_cuda_capturing(ctx))
+            return dp_fail(ctx, DETPOST_ERR_WORKSPACE_TOO_SMALL,
+                           "the context's stream is capturing a CUDA graph and the workspace arena holds %zu bytes; "
+                           "this call needs %zu: make the call once before capturing, or lend a workspace with "
+                           "detpost_set_workspace",
+                           ctx->ws.bytes, need);
+#endif
         void *grown = NULL;
         dp_mem_free(ctx, ctx->ws.ptr, 1);
         ctx->ws.ptr = NULL;

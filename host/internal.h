@@ -114,6 +114,8 @@ detpost_status dp_cuda_set_stream(detpost_ctx *ctx, void *stream);
 detpost_status dp_cuda_synchronize(detpost_ctx *ctx);
 detpost_status dp_cuda_alloc(detpost_ctx *ctx, void **ptr, size_t bytes, int stream_ordered);
 void dp_cuda_free(detpost_ctx *ctx, void *ptr, int stream_ordered);
+/* Whether the context's stream is capturing a CUDA graph (so nothing may be allocated or freed). */
+int dp_cuda_capturing(detpost_ctx *ctx);
 detpost_status dp_cuda_to_device(detpost_ctx *ctx, void *dst, const void *src, size_t bytes);
 detpost_status dp_cuda_to_host(detpost_ctx *ctx, void *dst, const void *src, size_t bytes);
 /* 1 when ptr is device (or managed) memory of the context's device. */

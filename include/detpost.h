@@ -125,7 +125,18 @@ detpost_status detpost_to_host(detpost_ctx *ctx, void *dst_host, const void *src
  * buffer (context memory, any alignment is rounded up internally): from then
  * on the library never allocates scratch and an operation that needs more
  * answers DETPOST_ERR_WORKSPACE_TOO_SMALL. ptr == NULL returns to the owned
- * arena. The buffer must stay valid until the work using it has finished. */
+ * arena. The buffer must stay valid until the work using it has finished.
+ *
+ * CUDA graphs. Every operation can be captured (cudaStreamBeginCapture on the
+ * context's stream, which must not be the legacy default stream): it only
+ * enqueues work. The arena never grows during a capture, since the graph
+ * would then own the allocation and replay work on a freed arena: an
+ * operation that would need to grow it answers DETPOST_ERR_WORKSPACE_TOO_SMALL
+ * and records nothing, the capture left intact. Make each call once before
+ * capturing (the arena then holds what it needs), or lend a workspace sized
+ * with the *_workspace_size queries. Set the stream before capturing: a new
+ * stream releases the owned arena. A graph reads its inputs and writes its
+ * outputs at the addresses captured, each time it is launched. */
 detpost_status detpost_set_workspace(detpost_ctx *ctx, void *ptr, size_t bytes);
 /* Bytes currently held by the owned arena (0 with a caller workspace). */
 size_t detpost_workspace_capacity(const detpost_ctx *ctx);

@@ -164,3 +164,70 @@ const char *t_golden_string(const cJSON *c, const char *field, const char *fallb
     const cJSON *node = cJSON_GetObjectItemCaseSensitive(c, field);
     return cJSON_IsString(node) ? node->valuestring : fallback;
 }
+
+#if TEST_HAS_CUDA
+void *t_own_stream(detpost_ctx *ctx)
+{
+    void *stream = t_stream_create();
+    cr_assert_not_null(stream, "cudaStreamCreate failed");
+    cr_assert_eq(detpost_set_stream(ctx, stream), DETPOST_OK, "%s", detpost_last_error(ctx));
+    return stream;
+}
+
+static void poison(detpost_ctx *ctx, const t_region *outs, int num_outs, const unsigned char *pattern)
+{
+    for (int i = 0; i < num_outs; ++i)
+        cr_assert_eq(detpost_to_ctx(ctx, outs[i].ptr, pattern, outs[i].bytes), DETPOST_OK, "%s",
+                     detpost_last_error(ctx));
+}
+
+void t_check_graph_replay(detpost_ctx *ctx, void *stream, void (*ops)(detpost_ctx *, void *), void *state,
+                          const t_region *outs, int num_outs)
+{
+    size_t largest = 1;
+    for (int i = 0; i < num_outs; ++i) largest = outs[i].bytes > largest ? outs[i].bytes : largest;
+    unsigned char *pattern = malloc(largest);
+    cr_assert_not_null(pattern);
+    memset(pattern, 0xA5, largest);
+    void **want = calloc((size_t)num_outs, sizeof *want);
+    cr_assert_not_null(want);
+
+    /* poisoned before the direct run too, so bytes the calls leave alone compare equal */
+    poison(ctx, outs, num_outs, pattern);
+    ops(ctx, state); /* direct, growing the arena as it needs */
+    cr_assert_eq(detpost_synchronize(ctx), DETPOST_OK, "%s", detpost_last_error(ctx));
+    for (int i = 0; i < num_outs; ++i) want[i] = t_down(ctx, outs[i].ptr, outs[i].bytes);
+
+    poison(ctx, outs, num_outs, pattern);
+    int err = t_capture_begin(stream);
+    cr_assert_eq(err, 0, "cudaStreamBeginCapture: %s", t_cuda_error(err));
+    ops(ctx, state);
+    cr_assert_eq(t_capture_status(stream), 1, "the capture was invalidated during the calls");
+    void *exec = NULL;
+    err = t_capture_end(stream, &exec);
+    cr_assert_eq(err, 0, "ending the capture: %s", t_cuda_error(err));
+    for (int i = 0; i < num_outs; ++i) {
+        unsigned char *got = t_down(ctx, outs[i].ptr, outs[i].bytes);
+        cr_assert_eq(memcmp(got, pattern, outs[i].bytes), 0, "output %d was written during the capture", i);
+        free(got);
+    }
+    for (int launch = 0; launch < 2; ++launch) {
+        err = t_graph_launch(exec, stream);
+        cr_assert_eq(err, 0, "cudaGraphLaunch: %s", t_cuda_error(err));
+        cr_assert_eq(detpost_synchronize(ctx), DETPOST_OK, "%s", detpost_last_error(ctx));
+        for (int i = 0; i < num_outs; ++i) {
+            unsigned char *got = t_down(ctx, outs[i].ptr, outs[i].bytes);
+            size_t at = 0;
+            while (at < outs[i].bytes && got[at] == ((unsigned char *)want[i])[at]) ++at;
+            cr_assert_eq(at, outs[i].bytes, "launch %d of the graph: output %d differs from the direct run at byte %zu",
+                         launch, i, at);
+            free(got);
+        }
+        poison(ctx, outs, num_outs, pattern);
+    }
+    t_graph_destroy(exec);
+    for (int i = 0; i < num_outs; ++i) free(want[i]);
+    free(want);
+    free(pattern);
+}
+#endif

@@ -58,6 +58,26 @@ float t_uniform(t_rng *r, float lo, float hi);
  * `degenerate` is set (empty, inverted). */
 void t_detector_boxes(t_rng *r, float *boxes, int64_t n, float w, float h, int degenerate);
 
+#if TEST_HAS_CUDA
+#include "graph.h"
+
+/* A region of context memory that a sequence of calls writes. */
+typedef struct t_region {
+    void *ptr;
+    size_t bytes;
+} t_region;
+/* Gives a CUDA context a stream of its own (captures cannot begin on the
+ * legacy stream); destroy it with t_stream_destroy after the context. */
+void *t_own_stream(detpost_ctx *ctx);
+/* Runs `ops` (which asserts each call's status) directly, then captures it
+ * into a CUDA graph, every output region poisoned before each: the capture
+ * must run nothing, and each of two launches of the graph must leave the
+ * regions as the direct run did, bit for bit. The ops must be deterministic and read nothing
+ * they do not write before, other than their inputs. */
+void t_check_graph_replay(detpost_ctx *ctx, void *stream, void (*ops)(detpost_ctx *, void *), void *state,
+                          const t_region *outs, int num_outs);
+#endif
+
 /* |a - b| <= atol + rtol * |b| for every element, NaN only against NaN;
  * reports the first mismatch with its index. */
 void t_assert_close(const float *got, const float *want, int64_t n, float atol, float rtol, const char *what);

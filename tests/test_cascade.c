@@ -1226,6 +1226,76 @@ Test(histogram, bad_input_gets_status_and_message)
     detpost_destroy(cpu);
 }
 
+#if TEST_HAS_CUDA
+/* The stage-to-stage chain, each op into its own outputs. */
+typedef struct cascade_graph {
+    const float *proposals, *gt;
+    const int32_t *gt_labels, *num_p, *num_g;
+    int64_t b, max_p, max_g, rows;
+    float *rois, *targets, *max_iou, *deltas, *decoded, *next;
+    int32_t *labels, *num_samples, *num_pos;
+    uint8_t *is_gt;
+    int64_t *kept, *counts;
+} cascade_graph;
+
+static void cascade_graph_ops(detpost_ctx *ctx, void *arg)
+{
+    const cascade_graph *g = arg;
+    detpost_stage_params p = detpost_stage_params_default(0);
+    p.num_samples = 64;
+    p.match_low_quality = 1;
+    const detpost_box_coder coder = detpost_box_coder_default();
+    check_status(ctx, detpost_cascade_resample(ctx, &p, g->b, g->proposals, g->num_p, g->max_p, g->gt, g->gt_labels,
+                                               g->num_g, g->max_g, g->rois, g->labels, g->targets, g->max_iou,
+                                               g->is_gt, g->num_samples, g->num_pos),
+                 "resample");
+    check_status(ctx, detpost_box_encode(ctx, &coder, g->rois, g->rois, g->rows, g->deltas), "encode");
+    check_status(ctx, detpost_box_decode(ctx, &coder, g->rois, g->targets, g->rows, 1, NULL, NULL, 0, g->decoded),
+                 "decode");
+    check_status(ctx, detpost_cascade_refine(ctx, &coder, DETPOST_REFINE_MMDET, g->rois, g->targets, g->rows, 1, NULL,
+                                             g->is_gt, g->max_iou, NULL, 0, g->next, g->kept),
+                 "refine");
+    check_status(ctx, detpost_iou_histogram(ctx, g->b, g->proposals, g->num_p, g->max_p, g->gt, g->num_g, g->max_g,
+                                            20, g->counts),
+                 "histogram");
+}
+
+/* Resample, encode, decode, refine and the histogram captured in a CUDA
+ * graph: the capture runs nothing and a launch writes what direct calls
+ * write. */
+Test(resample, cuda_graph_replay)
+{
+    detpost_ctx *gpu = t_ctx(DETPOST_CUDA);
+    void *stream = t_own_stream(gpu);
+    t_rng rng = {2};
+    images im;
+    random_images(&rng, &im, 2, 300, 20, 1);
+    cascade_graph g = {.b = 2, .max_p = im.max_p, .max_g = im.max_g, .rows = 2 * 64};
+    const size_t rows = (size_t)g.rows;
+    g.proposals = t_up(gpu, im.proposals, (size_t)(g.b * im.max_p) * 16);
+    g.gt = t_up(gpu, im.gt, (size_t)(g.b * im.max_g) * 16);
+    g.gt_labels = t_up(gpu, im.gt_labels, (size_t)(g.b * im.max_g) * 4);
+    g.num_p = t_up(gpu, im.num_p, (size_t)g.b * 4), g.num_g = t_up(gpu, im.num_g, (size_t)g.b * 4);
+    g.rois = t_alloc(gpu, rows * 20), g.targets = t_alloc(gpu, rows * 16), g.max_iou = t_alloc(gpu, rows * 4);
+    g.deltas = t_alloc(gpu, rows * 16), g.decoded = t_alloc(gpu, rows * 20), g.next = t_alloc(gpu, rows * 20);
+    g.labels = t_alloc(gpu, rows * 4), g.num_samples = t_alloc(gpu, 8), g.num_pos = t_alloc(gpu, 8);
+    g.is_gt = t_alloc(gpu, rows), g.kept = t_alloc(gpu, 8), g.counts = t_alloc(gpu, 20 * 8);
+    const t_region outs[] = {{g.rois, rows * 20},   {g.targets, rows * 16}, {g.max_iou, rows * 4},
+                             {g.deltas, rows * 16}, {g.decoded, rows * 20}, {g.next, rows * 20},
+                             {g.labels, rows * 4},  {g.num_samples, 8},     {g.num_pos, 8},
+                             {g.is_gt, rows},       {g.kept, 8},            {g.counts, 20 * 8}};
+    t_check_graph_replay(gpu, stream, cascade_graph_ops, &g, outs, 12);
+    t_free(gpu, (void *)g.proposals), t_free(gpu, (void *)g.gt), t_free(gpu, (void *)g.gt_labels);
+    t_free(gpu, (void *)g.num_p), t_free(gpu, (void *)g.num_g), t_free(gpu, g.rois), t_free(gpu, g.targets);
+    t_free(gpu, g.max_iou), t_free(gpu, g.deltas), t_free(gpu, g.decoded), t_free(gpu, g.next);
+    t_free(gpu, g.labels), t_free(gpu, g.num_samples), t_free(gpu, g.num_pos), t_free(gpu, g.is_gt);
+    t_free(gpu, g.kept), t_free(gpu, g.counts);
+    images_free(&im);
+    detpost_destroy(gpu);
+    t_stream_destroy(stream);
+}
+#endif
+
 #if defined(DETPOST_SIM)
 /* Every op of the family enqueues work and returns: no host
  * synchronisation, and no allocation once the arena has grown. */

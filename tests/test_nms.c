@@ -1,5 +1,6 @@
 /* NMS family: golden vectors, CPU against the CUDA backend on detector-like
- * inputs, batched limits and layouts, bad input, no host synchronisation. */
+ * inputs, batched limits and layouts, bad input, no host synchronisation,
+ * capture in CUDA graphs. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1115,6 +1116,201 @@ Test(nms, cuda_workspace)
     free_nms_out(&want);
     t_free(gpu, db), t_free(gpu, ds), t_free(gpu, dk), t_free(gpu, dn), t_free(gpu, buf);
     detpost_destroy(gpu);
+}
+#endif
+
+#if TEST_HAS_CUDA
+/* ---- CUDA graphs ------------------------------------------------------------------ */
+
+/* Every method of both calls on one set of inputs, each into its own outputs. */
+typedef struct nms_graph {
+    const float *boxes, *scores; /* n boxes, also [B, N, C, 4] per-class boxes with scores [B, N, C] */
+    int64_t n, B, N, C, K;
+    int64_t *keep[4], *num[4];
+    float *keep_scores[4], *det_boxes[4], *det_scores[4];
+    int32_t *num_dets[4], *classes[4], *indices[4];
+} nms_graph;
+
+enum { NMS_GRAPH_REGIONS = 4 * 8 };
+
+static void nms_graph_init(detpost_ctx *ctx, nms_graph *g, const float *dboxes, const float *dscores)
+{
+    *g = (nms_graph){.boxes = dboxes, .scores = dscores, .n = 2400, .B = 2, .N = 200, .C = 6, .K = 50};
+    for (int m = 0; m < 4; ++m) {
+        g->keep[m] = t_alloc(ctx, (size_t)g->n * 8), g->num[m] = t_alloc(ctx, 8);
+        g->keep_scores[m] = t_alloc(ctx, (size_t)g->n * 4);
+        g->num_dets[m] = t_alloc(ctx, (size_t)g->B * 4), g->det_boxes[m] = t_alloc(ctx, (size_t)(g->B * g->K) * 16);
+        g->det_scores[m] = t_alloc(ctx, (size_t)(g->B * g->K) * 4);
+        g->classes[m] = t_alloc(ctx, (size_t)(g->B * g->K) * 4), g->indices[m] = t_alloc(ctx, (size_t)(g->B * g->K) * 4);
+    }
+}
+
+static int nms_graph_regions(const nms_graph *g, t_region *r)
+{
+    int k = 0;
+    const size_t rows = (size_t)(g->B * g->K);
+    for (int m = 0; m < 4; ++m) {
+        r[k++] = (t_region){g->keep[m], (size_t)g->n * 8};
+        r[k++] = (t_region){g->num[m], 8};
+        r[k++] = (t_region){g->keep_scores[m], (size_t)g->n * 4};
+        r[k++] = (t_region){g->num_dets[m], (size_t)g->B * 4};
+        r[k++] = (t_region){g->det_boxes[m], rows * 16};
+        r[k++] = (t_region){g->det_scores[m], rows * 4};
+        r[k++] = (t_region){g->classes[m], rows * 4};
+        r[k++] = (t_region){g->indices[m], rows * 4};
+    }
+    return k;
+}
+
+static void nms_graph_free(detpost_ctx *ctx, nms_graph *g)
+{
+    t_region r[NMS_GRAPH_REGIONS];
+    const int k = nms_graph_regions(g, r);
+    for (int i = 0; i < k; ++i) t_free(ctx, r[i].ptr);
+}
+
+static void nms_graph_ops(detpost_ctx *ctx, void *arg)
+{
+    const nms_graph *g = arg;
+    detpost_nms_params p = detpost_nms_params_default();
+    detpost_batched_nms_params bp = detpost_batched_nms_params_default();
+    bp.max_per_image = g->K;
+    bp.boxes_per_class = 1;
+    for (int m = 0; m < 4; ++m) {
+        p.method = bp.nms.method = (detpost_nms_method)m;
+        bp.class_agnostic = m & 1;
+        cr_assert_eq(detpost_nms(ctx, &p, g->boxes, g->scores, g->n, g->keep[m], g->keep_scores[m], g->num[m]),
+                     DETPOST_OK, "%s: %s", method_names[m], detpost_last_error(ctx));
+        cr_assert_eq(detpost_batched_nms(ctx, &bp, g->boxes, g->scores, g->B, g->N, g->C, g->num_dets[m],
+                                         g->det_boxes[m], g->det_scores[m], g->classes[m], g->indices[m]),
+                     DETPOST_OK, "batched %s: %s", method_names[m], detpost_last_error(ctx));
+    }
+}
+
+static void upload_detections(detpost_ctx *ctx, uint64_t seed, float *dboxes, float *dscores, int64_t n)
+{
+    t_rng rng = {seed};
+    float *boxes = malloc((size_t)n * 16), *scores = malloc((size_t)n * 4);
+    t_detector_boxes(&rng, boxes, n, 640, 480, 0);
+    detector_scores(&rng, scores, n);
+    cr_assert_eq(detpost_to_ctx(ctx, dboxes, boxes, (size_t)n * 16), DETPOST_OK);
+    cr_assert_eq(detpost_to_ctx(ctx, dscores, scores, (size_t)n * 4), DETPOST_OK);
+    free(boxes), free(scores);
+}
+
+/* Both calls, every method, captured in a CUDA graph: the capture runs
+ * nothing and a launch writes what a direct call writes. */
+Test(nms, cuda_graph_replay)
+{
+    detpost_ctx *gpu = t_ctx(DETPOST_CUDA);
+    void *stream = t_own_stream(gpu);
+    const int64_t n = 2400;
+    float *db = t_alloc(gpu, (size_t)n * 16), *ds = t_alloc(gpu, (size_t)n * 4);
+    upload_detections(gpu, 41, db, ds, n);
+    nms_graph g;
+    nms_graph_init(gpu, &g, db, ds);
+    t_region r[NMS_GRAPH_REGIONS];
+    t_check_graph_replay(gpu, stream, nms_graph_ops, &g, r, nms_graph_regions(&g, r));
+    nms_graph_free(gpu, &g);
+    t_free(gpu, db), t_free(gpu, ds);
+    detpost_destroy(gpu);
+    t_stream_destroy(stream);
+}
+
+/* A graph reads its inputs when it is launched: new detections in the same
+ * buffers give what direct calls on them give. */
+Test(nms, cuda_graph_reads_inputs_at_launch)
+{
+    detpost_ctx *gpu = t_ctx(DETPOST_CUDA);
+    void *stream = t_own_stream(gpu);
+    const int64_t n = 2400;
+    float *db = t_alloc(gpu, (size_t)n * 16), *ds = t_alloc(gpu, (size_t)n * 4);
+    upload_detections(gpu, 42, db, ds, n);
+    nms_graph captured, direct;
+    nms_graph_init(gpu, &captured, db, ds);
+    nms_graph_init(gpu, &direct, db, ds);
+    t_region rc[NMS_GRAPH_REGIONS], rd[NMS_GRAPH_REGIONS];
+    const int k = nms_graph_regions(&captured, rc);
+    nms_graph_regions(&direct, rd);
+    nms_graph_ops(gpu, &captured); /* grows the arena */
+    int err = t_capture_begin(stream);
+    cr_assert_eq(err, 0, "%s", t_cuda_error(err));
+    nms_graph_ops(gpu, &captured);
+    void *exec = NULL;
+    err = t_capture_end(stream, &exec);
+    cr_assert_eq(err, 0, "%s", t_cuda_error(err));
+    for (uint64_t seed = 43; seed < 45; ++seed) {
+        upload_detections(gpu, seed, db, ds, n);
+        err = t_graph_launch(exec, stream);
+        cr_assert_eq(err, 0, "%s", t_cuda_error(err));
+        nms_graph_ops(gpu, &direct);
+        for (int i = 0; i < k; ++i) {
+            void *got = t_down(gpu, rc[i].ptr, rc[i].bytes), *want = t_down(gpu, rd[i].ptr, rd[i].bytes);
+            cr_assert_eq(memcmp(got, want, rc[i].bytes), 0, "inputs of seed %llu: output %d of the graph differs",
+                         (unsigned long long)seed, i);
+            free(got), free(want);
+        }
+    }
+    t_graph_destroy(exec);
+    nms_graph_free(gpu, &captured), nms_graph_free(gpu, &direct);
+    t_free(gpu, db), t_free(gpu, ds);
+    detpost_destroy(gpu);
+    t_stream_destroy(stream);
+}
+
+/* A call captured before the arena has grown is refused, the capture left
+ * intact; a workspace lent beforehand lets the first call be captured. */
+Test(nms, cuda_graph_capture_needs_a_workspace)
+{
+    detpost_ctx *gpu = t_ctx(DETPOST_CUDA);
+    void *stream = t_own_stream(gpu);
+    const int64_t n = 2400;
+    float *db = t_alloc(gpu, (size_t)n * 16), *ds = t_alloc(gpu, (size_t)n * 4);
+    upload_detections(gpu, 46, db, ds, n);
+    int64_t *dk = t_alloc(gpu, (size_t)n * 8), *dnum = t_alloc(gpu, 8);
+    float *dks = t_alloc(gpu, (size_t)n * 4);
+    detpost_nms_params p = detpost_nms_params_default();
+    p.method = DETPOST_NMS_GAUSSIAN;
+
+    int err = t_capture_begin(stream);
+    cr_assert_eq(err, 0, "%s", t_cuda_error(err));
+    cr_assert_eq(detpost_nms(gpu, &p, db, ds, n, dk, dks, dnum), DETPOST_ERR_WORKSPACE_TOO_SMALL);
+    cr_assert(strstr(detpost_last_error(gpu), "capturing a CUDA graph") &&
+                  strstr(detpost_last_error(gpu), "detpost_set_workspace"),
+              "%s", detpost_last_error(gpu));
+    cr_assert_eq(t_capture_status(stream), 1, "the refused call invalidated the capture");
+    void *exec = NULL;
+    err = t_capture_end(stream, &exec);
+    cr_assert_eq(err, 0, "%s", t_cuda_error(err));
+    t_graph_destroy(exec);
+    cr_assert_eq(detpost_workspace_capacity(gpu), 0, "nothing was allocated");
+
+    size_t need = 0;
+    cr_assert_eq(detpost_nms_workspace_size(gpu, &p, n, &need), DETPOST_OK);
+    void *ws = t_alloc(gpu, need);
+    cr_assert_eq(detpost_set_workspace(gpu, ws, need), DETPOST_OK);
+    err = t_capture_begin(stream);
+    cr_assert_eq(err, 0, "%s", t_cuda_error(err));
+    cr_assert_eq(detpost_nms(gpu, &p, db, ds, n, dk, dks, dnum), DETPOST_OK, "%s", detpost_last_error(gpu));
+    err = t_capture_end(stream, &exec);
+    cr_assert_eq(err, 0, "%s", t_cuda_error(err));
+    err = t_graph_launch(exec, stream);
+    cr_assert_eq(err, 0, "%s", t_cuda_error(err));
+    int64_t num = -1;
+    cr_assert_eq(detpost_to_host(gpu, &num, dnum, 8), DETPOST_OK, "%s", detpost_last_error(gpu));
+    int64_t *keep = t_down(gpu, dk, (size_t)n * 8);
+    float *boxes = t_down(gpu, db, (size_t)n * 16), *scores = t_down(gpu, ds, (size_t)n * 4);
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU);
+    nms_out want = run_nms(cpu, &p, boxes, scores, n);
+    cr_assert_eq(num, want.num);
+    cr_assert_eq(memcmp(keep, want.keep, (size_t)num * 8), 0, "the graph kept other boxes than the CPU");
+    free_nms_out(&want), free(keep), free(boxes), free(scores);
+    t_graph_destroy(exec);
+    cr_assert_eq(detpost_set_workspace(gpu, NULL, 0), DETPOST_OK);
+    t_free(gpu, ws), t_free(gpu, db), t_free(gpu, ds), t_free(gpu, dk), t_free(gpu, dnum), t_free(gpu, dks);
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+    t_stream_destroy(stream);
 }
 #endif
 
