@@ -26,6 +26,7 @@ CXX ?= g++
 SANITIZE ?=
 OPT ?= -O2
 BUILD ?= build
+TEST_TIMEOUT ?= 1200
 
 ifeq ($(NVCC),)
 FLAVORS := cpu
@@ -170,7 +171,10 @@ $(BUILD)/cuda/obj/bench/%.o: CFLAGS_BASE += -I$(CUDA_HOME)/include
 
 # ---- tests ---------------------------------------------------------------
 # Each flavor's one binary runs every suite; its closing Synthesis line
-# counts them all. The cuda suite runs only where a GPU answers.
+# counts them all. The cuda suite runs only where a GPU answers. A suite that
+# runs past TEST_TIMEOUT seconds fails (the sim suite takes about 25 s, 100 s
+# under the sanitizers, on two cores), so a kernel that never ends fails the
+# run instead of stalling it.
 test: deps $(foreach f,$(FLAVORS),$(BUILD)/$(f)/detpost_tests $(BUILD)/$(f)/detpost)
 	@set -e; for f in $(FLAVORS); do \
 	  if [ $$f = cuda ]; then \
@@ -178,7 +182,8 @@ test: deps $(foreach f,$(FLAVORS),$(BUILD)/$(f)/detpost_tests $(BUILD)/$(f)/detp
 	    if [ "$$n" = 0 ]; then echo "== cuda suite skipped: no CUDA device (detpost_cuda_device_count() = 0)"; continue; fi; \
 	  fi; \
 	  echo "== $$f suite"; \
-	  $(BUILD)/$$f/detpost_tests $(TEST_ARGS); \
+	  timeout --kill-after=10 $(TEST_TIMEOUT) $(BUILD)/$$f/detpost_tests $(TEST_ARGS) || \
+	    { rc=$$?; [ $$rc = 124 ] && echo "== $$f suite stopped after $(TEST_TIMEOUT) s (TEST_TIMEOUT)"; exit $$rc; }; \
 	done
 	@$(if $(SKIPPED),echo "detpost: $(SKIPPED)")
 
