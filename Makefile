@@ -172,7 +172,7 @@ $(BUILD)/cuda/obj/bench/%.o: CFLAGS_BASE += -I$(CUDA_HOME)/include
 # ---- tests ---------------------------------------------------------------
 # Each flavor's one binary runs every suite; its closing Synthesis line
 # counts them all. The cuda suite runs only where a GPU answers. A suite that
-# runs past TEST_TIMEOUT seconds fails (the sim suite takes about 25 s, 100 s
+# runs past TEST_TIMEOUT seconds fails (the sim suite takes about 25 s, 50 s
 # under the sanitizers, on two cores), so a kernel that never ends fails the
 # run instead of stalling it.
 test: deps $(foreach f,$(FLAVORS),$(BUILD)/$(f)/detpost_tests $(BUILD)/$(f)/detpost)
