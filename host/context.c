@@ -139,6 +139,20 @@ detpost_status dp_begin(detpost_ctx *ctx)
     return DETPOST_OK;
 }
 
+/* Changing the stream or the workspace releases the owned arena on the stream, which a capture would record as a
+ * free of memory the graph does not own while earlier captured work still reads it. */
+static detpost_status refuse_while_capturing(detpost_ctx *ctx, const char *what)
+{
+#if DETPOST_WITH_CUDA
+    if (ctx->backend == DETPOST_CUDA && dp_cuda_capturing(ctx))
+        return dp_fail(ctx, DETPOST_ERR_UNSUPPORTED,
+                       "%s: the context's stream is capturing a CUDA graph; change it before or after the capture", what);
+#else
+    (void)ctx, (void)what;
+#endif
+    return DETPOST_OK;
+}
+
 detpost_status detpost_set_stream(detpost_ctx *ctx, void *stream)
 {
     detpost_status st = dp_begin(ctx);
@@ -148,6 +162,7 @@ detpost_status detpost_set_stream(detpost_ctx *ctx, void *stream)
             return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT, "stream must be NULL on a CPU context");
         return DETPOST_OK;
     }
+    if (stream != ctx->stream && (st = refuse_while_capturing(ctx, "detpost_set_stream")) != DETPOST_OK) return st;
     return DP_CUDA(ctx, dp_cuda_set_stream(ctx, stream));
 }
 
@@ -327,6 +342,7 @@ detpost_status detpost_set_workspace(detpost_ctx *ctx, void *ptr, size_t bytes)
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
     if (ptr != NULL && bytes > 0 && (st = dp_check_tensor(ctx, ptr, 1, "ptr")) != DETPOST_OK) return st;
+    if ((st = refuse_while_capturing(ctx, "detpost_set_workspace")) != DETPOST_OK) return st;
     if (ctx->ws.owned) dp_mem_free(ctx, ctx->ws.ptr, 1);
     ctx->ws.ptr = ptr;
     ctx->ws.bytes = ptr ? bytes : 0;

@@ -1279,6 +1279,12 @@ Test(nms, cuda_graph_capture_needs_a_workspace)
                   strstr(detpost_last_error(gpu), "detpost_set_workspace"),
               "%s", detpost_last_error(gpu));
     cr_assert_eq(t_capture_status(stream), 1, "the refused call invalidated the capture");
+    /* the stream and the workspace stay as they are until the capture ends */
+    cr_assert_eq(detpost_set_workspace(gpu, db, 64), DETPOST_ERR_UNSUPPORTED);
+    cr_assert(strstr(detpost_last_error(gpu), "detpost_set_workspace") != NULL, "%s", detpost_last_error(gpu));
+    cr_assert_eq(detpost_set_stream(gpu, NULL), DETPOST_ERR_UNSUPPORTED);
+    cr_assert_eq(detpost_set_stream(gpu, stream), DETPOST_OK, "the same stream again changes nothing");
+    cr_assert_eq(t_capture_status(stream), 1, "the refused calls invalidated the capture");
     void *exec = NULL;
     err = t_capture_end(stream, &exec);
     cr_assert_eq(err, 0, "%s", t_cuda_error(err));
