@@ -1247,8 +1247,8 @@ static int &soft_blocks_record(detpost_ctx *ctx)
 
 /* Readies a method's soft-NMS kernels on the context's first soft-NMS call:
  * their dynamic shared-memory limit, and the blocks of the cooperative one
- * the device holds at once (recorded; -1: none, the one-block kernel does
- * the work). */
+ * the device holds at once (recorded; -1: none, or a device without
+ * cooperative launches: the one-block kernel does the work). */
 template <int METHOD>
 static detpost_status soft_prepare(detpost_ctx *ctx)
 {
@@ -1258,9 +1258,11 @@ static detpost_status soft_prepare(detpost_ctx *ctx)
     const int bytes = (int)(threads * SOFT_CANDIDATE_BYTES);
     DP_CUDA_TRY(ctx, cudaFuncSetAttribute(nms_segment_soft<METHOD>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
                 "raising the soft-NMS kernel's shared-memory limit");
-    int blocks = 0;
-    if (cudaFuncSetAttribute(nms_soft_coop<METHOD>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) ==
-        cudaSuccess)
+    int blocks = 0, cooperative = 0;
+    if (cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, ctx->device) == cudaSuccess &&
+        cooperative &&
+        cudaFuncSetAttribute(nms_soft_coop<METHOD>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) ==
+            cudaSuccess)
         blocks = dp_coop_max_blocks(ctx, nms_soft_coop<METHOD>, threads, (size_t)bytes);
     (void)cudaGetLastError(); /* a device that refuses leaves no error for the next launch */
     known = blocks > 0 ? blocks : -1;

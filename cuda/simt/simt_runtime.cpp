@@ -1204,6 +1204,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     case cudaDevAttrMaxSharedMemoryPerBlock: *value = (int)kStaticSmemLimit; return cudaSuccess;
     case cudaDevAttrMultiProcessorCount: *value = kMultiprocessors; return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)kOptinSmemLimit; return cudaSuccess;
+    case cudaDevAttrCooperativeLaunch: *value = 1; return cudaSuccess;
     }
     return cudaErrorInvalidValue;
 }
