@@ -747,3 +747,26 @@ Test(simt, capture_refuses_what_a_gpu_refuses)
     cudaFree(p), cudaFree(a);
     cr_assert_eq(cudaStreamDestroy(other), cudaSuccess);
 }
+
+__global__ void fails_on_bad_value(const int *values, int *out)
+{
+    const int v = values[threadIdx.x];
+    if (v < 0) simt::kernel_fail("value %d at %u is negative", v, threadIdx.x);
+    out[threadIdx.x] = v;
+}
+
+Test(simt, kernel_fail_fails_the_launch_with_its_message)
+{
+    int *values = dev_alloc<int>(32), *out = dev_alloc<int>(32);
+    std::vector<int> host(32, 1);
+    host[17] = -4;
+    cr_assert_eq(cudaMemcpy(values, host.data(), 128, cudaMemcpyHostToDevice), cudaSuccess);
+    dp_launch_cfg cfg(dim3(1), dim3(32), 0, nullptr);
+    cr_assert_eq(DP_LAUNCH(fails_on_bad_value, cfg, values, out), cudaErrorLaunchFailure);
+    cr_assert(strstr(simt_last_message(), "value -4 at 17 is negative") != nullptr, "%s", simt_last_message());
+    host[17] = 4;
+    cr_assert_eq(cudaMemcpy(values, host.data(), 128, cudaMemcpyHostToDevice), cudaSuccess);
+    cr_assert_eq(DP_LAUNCH(fails_on_bad_value, cfg, values, out), cudaSuccess, "the emulator recovers");
+    cr_assert_eq(dev_read(out, 32)[17], 4);
+    cudaFree(values), cudaFree(out);
+}
