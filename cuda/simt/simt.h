@@ -242,10 +242,12 @@ cudaError_t run_grid(const char *kernel_name, const void *kernel, dim3 grid, dim
 bool stream_capturing(cudaStream_t stream);
 /* Records a launch on a capturing stream after the checks run_grid makes;
  * `closure` is owned by the graph from then on and freed with `release`
- * (at once when the launch is refused). */
+ * (at once when the launch is refused); `check` checks its pointer arguments
+ * again at each replay. */
 cudaError_t record_launch(const char *kernel_name, const void *kernel, dim3 grid, dim3 block, size_t dynamic_smem,
                           cudaStream_t stream, const out_region *outs, int num_outs, void (*body)(void *),
-                          void *closure, void (*release)(void *), bool cooperative);
+                          void *closure, void (*release)(void *), cudaError_t (*check)(const char *, void *),
+                          bool cooperative);
 /* Fails the launch in flight from kernel code, with a message (a device-side
  * assertion): the launch returns cudaErrorLaunchFailure. */
 [[noreturn]] void kernel_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -283,7 +285,17 @@ struct bound_kernel {
         std::apply(b->kernel, b->args);
     }
     static void release(void *self) { delete static_cast<bound_kernel *>(self); }
+    static cudaError_t check(const char *kernel_name, void *self);
 };
+
+/* Pointer arguments checked again when a graph launches the kernel: the
+ * memory may have been freed since the capture. */
+template <typename K, typename Tuple>
+inline cudaError_t bound_kernel<K, Tuple>::check(const char *kernel_name, void *self)
+{
+    return check_args(kernel_name, static_cast<bound_kernel *>(self)->args,
+                      std::make_index_sequence<std::tuple_size_v<Tuple>>{});
+}
 
 template <typename... P, typename... A>
 inline cudaError_t launch_as(bool cooperative, const char *kernel_name, void (*kernel)(P...), dim3 grid,
@@ -298,7 +310,7 @@ inline cudaError_t launch_as(bool cooperative, const char *kernel_name, void (*k
     if (stream_capturing(stream))
         return record_launch(kernel_name, reinterpret_cast<const void *>(kernel), grid, block, smem, stream, outs,
                              num_outs, &decltype(bound)::invoke, new decltype(bound)(std::move(bound)),
-                             &decltype(bound)::release, cooperative);
+                             &decltype(bound)::release, &decltype(bound)::check, cooperative);
     return run_grid(kernel_name, reinterpret_cast<const void *>(kernel), grid, block, smem, stream,
                     outs, num_outs, &decltype(bound)::invoke, &bound, cooperative);
 }

@@ -1029,7 +1029,8 @@ static cudaError_t check_launch(const char *name, const void *kernel, dim3 grid,
 
 cudaError_t record_launch(const char *name, const void *kernel, dim3 grid, dim3 block, size_t dyn_smem,
                           cudaStream_t stream, const out_region *outs, int num_outs, void (*body)(void *),
-                          void *closure, void (*release)(void *), bool cooperative)
+                          void *closure, void (*release)(void *), cudaError_t (*check)(const char *, void *),
+                          bool cooperative)
 {
     std::shared_ptr<void> hold(closure, release);
     bool record = false;
@@ -1044,6 +1045,8 @@ cudaError_t record_launch(const char *name, const void *kernel, dim3 grid, dim3 
     std::vector<out_region> out_list(outs, outs + num_outs);
     std::string kernel_name(name);
     add_node(stream, [=](cudaStream_t s) {
+        const cudaError_t args = check(kernel_name.c_str(), hold.get());
+        if (args != cudaSuccess) return args;
         return run_grid(kernel_name.c_str(), kernel, grid, block, dyn_smem, s, out_list.data(), (int)out_list.size(),
                         body, hold.get(), cooperative);
     });

@@ -677,8 +677,11 @@ Test(simt, capture_records_and_a_graph_replays)
             cr_assert_eq((unsigned)gp[i], i < 32 ? (unsigned)i : 0x7FC0DEADu, "outputs are poisoned at each replay");
         }
     }
+    cudaFree(poisoned);
+    cr_assert_eq(cudaGraphLaunch(exec, s), cudaErrorInvalidDevicePointer, "a replay after a free is caught");
+    cr_assert(strstr(simt_last_message(), "not device memory") != nullptr, "%s", simt_last_message());
     cr_assert_eq(cudaGraphExecDestroy(exec), cudaSuccess);
-    cudaFree(a), cudaFree(b), cudaFree(poisoned);
+    cudaFree(a), cudaFree(b);
     cr_assert_eq(cudaStreamDestroy(s), cudaSuccess);
 }
 
