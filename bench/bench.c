@@ -4,7 +4,11 @@
  * CPU: the monotonic clock. Prints a table of medians and writes JSON.
  * The sim flavor is refused: emulated kernel timings mean nothing.
  *
- *   detpost_bench [--backend cpu|cuda|all] [--filter TEXT] [--reps N] [--out FILE]
+ *   detpost_bench [--backend cpu|cuda|all] [--filter TEXT] [--reps N] [--out FILE] [--graph]
+ *
+ * --graph captures each CUDA case's call into a CUDA graph once (after the
+ * warm-up) and times launches of the graph instead (dev "graph"): the cost
+ * without the host's launch overhead, as in a service that replays graphs.
  *
  * --filter keeps the cases whose "op shape" contains TEXT; a TEXT ending in
  * '$' must end the name ("nms_hard 10000$" leaves out "nms_hard 100000").
@@ -93,8 +97,30 @@ static double now_ms(void)
 }
 
 #if !defined(DETPOST_SIM)
-/* Times one case; returns the median in ms, or a negative value on failure. */
-static double time_case(detpost_ctx *ctx, const bench_case *c, int reps, double *samples)
+#if defined(DETPOST_CUDA_BUILD)
+/* The case's one call captured into a graph on the context's stream. */
+static cudaGraphExec_t capture_case(detpost_ctx *ctx, const bench_case *c, void *state)
+{
+    cudaStream_t stream = (cudaStream_t)detpost_get_stream(ctx);
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) != cudaSuccess) return NULL;
+    const detpost_status st = c->run(ctx, state);
+    const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+    cudaError_t err = ended;
+    if (st == DETPOST_OK && ended == cudaSuccess && (err = cudaGraphInstantiate(&exec, graph, 0)) != cudaSuccess)
+        exec = NULL;
+    if (err != cudaSuccess)
+        fprintf(stderr, "bench: capturing %s %s: %s\n", c->op, c->shape, cudaGetErrorString(err));
+    if (graph) cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    return exec;
+}
+#endif
+
+/* Times one case; returns the median in ms, or a negative value on failure.
+ * With `graph`, a CUDA case is captured once and its graph launched. */
+static double time_case(detpost_ctx *ctx, const bench_case *c, int reps, double *samples, int graph)
 {
     void *state = c->setup(ctx, c);
     if (state == NULL) return -1;
@@ -105,13 +131,16 @@ static double time_case(detpost_ctx *ctx, const bench_case *c, int reps, double 
     if (detpost_synchronize(ctx) != DETPOST_OK) goto done;
 #if defined(DETPOST_CUDA_BUILD)
     if (detpost_get_backend(ctx) == DETPOST_CUDA) {
+        cudaStream_t stream = (cudaStream_t)detpost_get_stream(ctx);
+        cudaGraphExec_t exec = graph ? capture_case(ctx, c, state) : NULL;
+        if (graph && exec == NULL) goto done;
         cudaEvent_t start, stop;
         cudaEventCreate(&start);
         cudaEventCreate(&stop);
-        cudaStream_t stream = (cudaStream_t)detpost_get_stream(ctx);
         for (int r = 0; r < reps; ++r) {
             cudaEventRecord(start, stream);
-            detpost_status st = c->run(ctx, state);
+            detpost_status st = exec ? (cudaGraphLaunch(exec, stream) == cudaSuccess ? DETPOST_OK : DETPOST_ERR_CUDA)
+                                     : c->run(ctx, state);
             cudaEventRecord(stop, stream);
             cudaEventSynchronize(stop);
             float ms = 0;
@@ -119,13 +148,17 @@ static double time_case(detpost_ctx *ctx, const bench_case *c, int reps, double 
             samples[r] = ms;
             if (st != DETPOST_OK) goto done_events;
         }
+        if (detpost_synchronize(ctx) != DETPOST_OK) goto done_events;
         qsort(samples, (size_t)reps, sizeof(double), cmp_double);
         median = samples[reps / 2];
     done_events:
         cudaEventDestroy(start);
         cudaEventDestroy(stop);
+        if (exec) cudaGraphExecDestroy(exec);
         goto done;
     }
+#else
+    (void)graph;
 #endif
     for (int r = 0; r < reps; ++r) {
         const double t0 = now_ms();
@@ -150,14 +183,18 @@ int main(int argc, char **argv)
     return 2;
 #else
     const char *backend = "all", *filter = NULL, *out_path = NULL;
-    int reps = 50;
+    int reps = 50, graph = 0;
     for (int i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) backend = argv[++i];
         else if (strcmp(argv[i], "--filter") == 0 && i + 1 < argc) filter = argv[++i];
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out_path = argv[++i];
+        else if (strcmp(argv[i], "--graph") == 0) graph = 1;
         else {
-            fprintf(stderr, "usage: detpost_bench [--backend cpu|cuda|all] [--filter TEXT] [--reps N] [--out FILE]\n");
+            fprintf(stderr, "usage: detpost_bench [--backend cpu|cuda|all] [--filter TEXT] [--reps N] [--out FILE] "
+                            "[--graph]\n"
+                            "  --graph  time each CUDA case as one launch of a CUDA graph that captured its call "
+                            "(dev \"graph\")\n");
             return 2;
         }
     }
@@ -174,6 +211,7 @@ int main(int argc, char **argv)
     for (int b = 0; b < 2; ++b) {
         const detpost_backend be = b == 0 ? DETPOST_CPU : DETPOST_CUDA;
         if (strcmp(backend, "all") != 0 && strcmp(backend, b == 0 ? "cpu" : "cuda") != 0) continue;
+        if (graph && be == DETPOST_CPU) continue; /* graphs are a CUDA matter */
         if (be == DETPOST_CUDA && detpost_cuda_device_count() == 0) {
             printf("(cuda backend skipped: no CUDA device)\n");
             continue;
@@ -198,16 +236,17 @@ int main(int argc, char **argv)
             if (filter && !name_matches(name, filter)) continue;
             const int n = be == DETPOST_CPU ? (c->cpu_max_reps < reps ? c->cpu_max_reps : reps) : reps;
             if (n == 0) continue;
-            const double ms = time_case(ctx, c, n, samples);
+            const double ms = time_case(ctx, c, n, samples, graph);
             if (ms < 0) {
                 ++failures;
                 continue;
             }
-            printf("%-28s %-22s %-5s %12.4f %6d\n", c->op, c->shape, b ? "cuda" : "cpu", ms, n);
+            const char *dev = b == 0 ? "cpu" : graph ? "graph" : "cuda";
+            printf("%-28s %-22s %-5s %12.4f %6d\n", c->op, c->shape, dev, ms, n);
             fflush(stdout);
             if (out)
                 fprintf(out, "%s  {\"op\": \"%s\", \"shape\": \"%s\", \"backend\": \"%s\", \"median_ms\": %.6f, \"reps\": %d}",
-                        first ? "" : ",\n", c->op, c->shape, b ? "cuda" : "cpu", ms, n);
+                        first ? "" : ",\n", c->op, c->shape, dev, ms, n);
             first = 0;
         }
 #if defined(DETPOST_CUDA_BUILD)

@@ -2,7 +2,8 @@
 # The whole GPU check in one run, on a machine with an NVIDIA GPU, the CUDA
 # driver and toolkit, and build/gpu copied from `make gpu-bundle`:
 #   1. the cuda test suite,
-#   2. the benchmark (CUDA events, medians),
+#   2. the benchmark (CUDA events, medians), and again with each call
+#      captured into a CUDA graph and the graph launched,
 #   3. bench/vs_torchvision.py beside torchvision's CUDA ops (where it imports),
 #   4. compute-sanitizer memcheck and racecheck over the suite (where the tool works).
 # Everything is written under $RESULTS_DIR (default build/gpu-results); a short
@@ -34,6 +35,9 @@ add "cuda suite (rc $rc)" "${synth:-no synthesis line}"
 echo "== benchmark"
 timeout 90 "$G/detpost_bench" --backend cuda --out "$R/bench.json" | tee "$R/bench.txt"
 add "benchmark (rc ${PIPESTATUS[0]})" "$(($(wc -l <"$R/bench.txt") - 1)) cases, bench.json"
+echo "== benchmark, each call launched as a captured CUDA graph"
+timeout 90 "$G/detpost_bench" --backend cuda --graph --out "$R/bench-graph.json" | tee "$R/bench-graph.txt"
+add "benchmark as graphs (rc ${PIPESTATUS[0]})" "$(($(wc -l <"$R/bench-graph.txt") - 1)) cases, bench-graph.json"
 
 if python3 -c "import torch, torchvision" >/dev/null 2>&1; then
     echo "== beside torchvision"

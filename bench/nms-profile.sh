@@ -16,6 +16,7 @@ tail -2 "$R/tests.log"
 
 echo "== benchmark"
 timeout 60 "$G/detpost_bench" --backend cuda --filter nms --reps 30 | tee "$R/bench.txt"
+timeout 60 "$G/detpost_bench" --backend cuda --filter nms --reps 30 --graph | tail -n +2 | tee -a "$R/bench.txt"
 
 if python3 -c "import torch, torchvision" >/dev/null 2>&1; then
     echo "== beside torchvision"
