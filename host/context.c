@@ -139,14 +139,18 @@ detpost_status dp_begin(detpost_ctx *ctx)
     return DETPOST_OK;
 }
 
-/* Changing the stream or the workspace releases the owned arena on the stream, which a capture would record as a
- * free of memory the graph does not own while earlier captured work still reads it. */
+/* Calls that wait for the device, allocate, or release the owned arena cannot be part of a CUDA graph: on a
+ * capturing stream CUDA would refuse them and invalidate the capture, or (a stream-ordered free) record a free of
+ * memory the graph does not own while earlier captured work still reads it. They are refused here instead, with
+ * the capture left intact. */
 static detpost_status refuse_while_capturing(detpost_ctx *ctx, const char *what)
 {
 #if DETPOST_WITH_CUDA
     if (ctx->backend == DETPOST_CUDA && dp_cuda_capturing(ctx))
         return dp_fail(ctx, DETPOST_ERR_UNSUPPORTED,
-                       "%s: the context's stream is capturing a CUDA graph; change it before or after the capture", what);
+                       "%s cannot be part of a CUDA graph, and the context's stream is capturing one: call it before "
+                       "or after the capture",
+                       what);
 #else
     (void)ctx, (void)what;
 #endif
@@ -162,7 +166,9 @@ detpost_status detpost_set_stream(detpost_ctx *ctx, void *stream)
             return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT, "stream must be NULL on a CPU context");
         return DETPOST_OK;
     }
-    if (stream != ctx->stream && (st = refuse_while_capturing(ctx, "detpost_set_stream")) != DETPOST_OK) return st;
+    if (stream != ctx->stream &&
+        (st = refuse_while_capturing(ctx, "detpost_set_stream (it releases the workspace arena)")) != DETPOST_OK)
+        return st;
     return DP_CUDA(ctx, dp_cuda_set_stream(ctx, stream));
 }
 
@@ -173,6 +179,7 @@ detpost_status detpost_synchronize(detpost_ctx *ctx)
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
     if (ctx->backend == DETPOST_CPU) return DETPOST_OK;
+    if ((st = refuse_while_capturing(ctx, "detpost_synchronize (it waits for the device)")) != DETPOST_OK) return st;
     return DP_CUDA(ctx, dp_cuda_synchronize(ctx));
 }
 
@@ -248,6 +255,7 @@ detpost_status detpost_alloc(detpost_ctx *ctx, void **ptr, size_t bytes)
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
     if ((st = dp_check_ptr(ctx, ptr, "ptr")) != DETPOST_OK) return st;
+    if (bytes > 0 && (st = refuse_while_capturing(ctx, "detpost_alloc (cudaMalloc)")) != DETPOST_OK) return st;
     return dp_mem_alloc(ctx, ptr, bytes, 0);
 }
 
@@ -257,6 +265,7 @@ detpost_status detpost_free(detpost_ctx *ctx, void *ptr)
     if (st != DETPOST_OK) return st;
     if (ptr != NULL && ptr == ctx->ws.ptr && ctx->ws.owned)
         return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT, "ptr is the context's own workspace");
+    if (ptr != NULL && (st = refuse_while_capturing(ctx, "detpost_free (cudaFree)")) != DETPOST_OK) return st;
     dp_mem_free(ctx, ptr, 0);
     return DETPOST_OK;
 }
@@ -272,6 +281,7 @@ detpost_status detpost_to_ctx(detpost_ctx *ctx, void *dst_ctx, const void *src_h
         memmove(dst_ctx, src_host, bytes);
         return DETPOST_OK;
     }
+    if ((st = refuse_while_capturing(ctx, "detpost_to_ctx (it waits for the copy)")) != DETPOST_OK) return st;
     return DP_CUDA(ctx, dp_cuda_to_device(ctx, dst_ctx, src_host, bytes));
 }
 
@@ -286,6 +296,7 @@ detpost_status detpost_to_host(detpost_ctx *ctx, void *dst_host, const void *src
         memmove(dst_host, src_ctx, bytes);
         return DETPOST_OK;
     }
+    if ((st = refuse_while_capturing(ctx, "detpost_to_host (it waits for the device)")) != DETPOST_OK) return st;
     return DP_CUDA(ctx, dp_cuda_to_host(ctx, dst_host, src_ctx, bytes));
 }
 
@@ -342,7 +353,8 @@ detpost_status detpost_set_workspace(detpost_ctx *ctx, void *ptr, size_t bytes)
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
     if (ptr != NULL && bytes > 0 && (st = dp_check_tensor(ctx, ptr, 1, "ptr")) != DETPOST_OK) return st;
-    if ((st = refuse_while_capturing(ctx, "detpost_set_workspace")) != DETPOST_OK) return st;
+    if ((st = refuse_while_capturing(ctx, "detpost_set_workspace (it releases the workspace arena)")) != DETPOST_OK)
+        return st;
     if (ctx->ws.owned) dp_mem_free(ctx, ctx->ws.ptr, 1);
     ctx->ws.ptr = ptr;
     ctx->ws.bytes = ptr ? bytes : 0;

@@ -134,10 +134,13 @@ detpost_status detpost_to_host(detpost_ctx *ctx, void *dst_host, const void *src
  * operation that would need to grow it answers DETPOST_ERR_WORKSPACE_TOO_SMALL
  * and records nothing, the capture left intact. Make each call once before
  * capturing (the arena then holds what it needs), or lend a workspace sized
- * with the *_workspace_size queries. Set the stream and the workspace before
- * capturing: both release the owned arena, so during a capture they answer
- * DETPOST_ERR_UNSUPPORTED. A graph reads its inputs and writes its outputs at
- * the addresses captured, each time it is launched. */
+ * with the *_workspace_size queries. The calls that wait, allocate or release
+ * the arena cannot be part of a graph: while the context's stream captures,
+ * detpost_synchronize, detpost_to_ctx, detpost_to_host, detpost_alloc,
+ * detpost_free, detpost_set_stream (to another stream) and
+ * detpost_set_workspace answer DETPOST_ERR_UNSUPPORTED, the capture left
+ * intact. A graph reads its inputs and writes its outputs at the addresses
+ * captured, each time it is launched. */
 detpost_status detpost_set_workspace(detpost_ctx *ctx, void *ptr, size_t bytes);
 /* Bytes currently held by the owned arena (0 with a caller workspace). */
 size_t detpost_workspace_capacity(const detpost_ctx *ctx);

@@ -1258,8 +1258,9 @@ Test(nms, cuda_graph_reads_inputs_at_launch)
     t_stream_destroy(stream);
 }
 
-/* A call captured before the arena has grown is refused, the capture left
- * intact; a workspace lent beforehand lets the first call be captured. */
+/* A call captured before the arena has grown is refused, and so are calls
+ * that wait, allocate or release the arena, the capture left intact; a
+ * workspace lent beforehand lets the first call be captured. */
 Test(nms, cuda_graph_capture_needs_a_workspace)
 {
     detpost_ctx *gpu = t_ctx(DETPOST_CUDA);
@@ -1279,11 +1280,21 @@ Test(nms, cuda_graph_capture_needs_a_workspace)
                   strstr(detpost_last_error(gpu), "detpost_set_workspace"),
               "%s", detpost_last_error(gpu));
     cr_assert_eq(t_capture_status(stream), 1, "the refused call invalidated the capture");
-    /* the stream and the workspace stay as they are until the capture ends */
+    /* what cannot be part of a graph is refused without spoiling the capture */
     cr_assert_eq(detpost_set_workspace(gpu, db, 64), DETPOST_ERR_UNSUPPORTED);
     cr_assert(strstr(detpost_last_error(gpu), "detpost_set_workspace") != NULL, "%s", detpost_last_error(gpu));
     cr_assert_eq(detpost_set_stream(gpu, NULL), DETPOST_ERR_UNSUPPORTED);
     cr_assert_eq(detpost_set_stream(gpu, stream), DETPOST_OK, "the same stream again changes nothing");
+    int64_t num = -1;
+    void *more = NULL;
+    cr_assert_eq(detpost_synchronize(gpu), DETPOST_ERR_UNSUPPORTED);
+    cr_assert_eq(detpost_to_host(gpu, &num, dnum, 8), DETPOST_ERR_UNSUPPORTED);
+    cr_assert_eq(num, -1, "nothing was copied");
+    cr_assert_eq(detpost_to_ctx(gpu, dnum, &num, 8), DETPOST_ERR_UNSUPPORTED);
+    cr_assert_eq(detpost_alloc(gpu, &more, 64), DETPOST_ERR_UNSUPPORTED);
+    cr_assert(strstr(detpost_last_error(gpu), "detpost_alloc") && strstr(detpost_last_error(gpu), "capturing"), "%s",
+              detpost_last_error(gpu));
+    cr_assert_eq(detpost_free(gpu, dnum), DETPOST_ERR_UNSUPPORTED);
     cr_assert_eq(t_capture_status(stream), 1, "the refused calls invalidated the capture");
     void *exec = NULL;
     err = t_capture_end(stream, &exec);
@@ -1302,7 +1313,6 @@ Test(nms, cuda_graph_capture_needs_a_workspace)
     cr_assert_eq(err, 0, "%s", t_cuda_error(err));
     err = t_graph_launch(exec, stream);
     cr_assert_eq(err, 0, "%s", t_cuda_error(err));
-    int64_t num = -1;
     cr_assert_eq(detpost_to_host(gpu, &num, dnum, 8), DETPOST_OK, "%s", detpost_last_error(gpu));
     int64_t *keep = t_down(gpu, dk, (size_t)n * 8);
     float *boxes = t_down(gpu, db, (size_t)n * 16), *scores = t_down(gpu, ds, (size_t)n * 4);
