@@ -181,23 +181,35 @@ static void poison(detpost_ctx *ctx, const t_region *outs, int num_outs, const u
                      detpost_last_error(ctx));
 }
 
+/* The regions as the calls leave them: poisoned first, so bytes the calls leave alone compare equal. */
+static void **run_direct(detpost_ctx *ctx, void (*ops)(detpost_ctx *, void *), void *state, const t_region *outs,
+                         int num_outs, const unsigned char *pattern)
+{
+    void **got = calloc((size_t)num_outs, sizeof *got);
+    cr_assert_not_null(got);
+    poison(ctx, outs, num_outs, pattern);
+    ops(ctx, state);
+    cr_assert_eq(detpost_synchronize(ctx), DETPOST_OK, "%s", detpost_last_error(ctx));
+    for (int i = 0; i < num_outs; ++i) got[i] = t_down(ctx, outs[i].ptr, outs[i].bytes);
+    return got;
+}
+
+static void free_regions(void **r, int num_outs)
+{
+    for (int i = 0; i < num_outs; ++i) free(r[i]);
+    free(r);
+}
+
 void t_check_graph_replay(detpost_ctx *ctx, void *stream, void (*ops)(detpost_ctx *, void *), void *state,
-                          const t_region *outs, int num_outs)
+                          const t_region *outs, int num_outs, void (*new_inputs)(detpost_ctx *, void *, int))
 {
     size_t largest = 1;
     for (int i = 0; i < num_outs; ++i) largest = outs[i].bytes > largest ? outs[i].bytes : largest;
     unsigned char *pattern = malloc(largest);
     cr_assert_not_null(pattern);
     memset(pattern, 0xA5, largest);
-    void **want = calloc((size_t)num_outs, sizeof *want);
-    cr_assert_not_null(want);
 
-    /* poisoned before the direct run too, so bytes the calls leave alone compare equal */
-    poison(ctx, outs, num_outs, pattern);
-    ops(ctx, state); /* direct, growing the arena as it needs */
-    cr_assert_eq(detpost_synchronize(ctx), DETPOST_OK, "%s", detpost_last_error(ctx));
-    for (int i = 0; i < num_outs; ++i) want[i] = t_down(ctx, outs[i].ptr, outs[i].bytes);
-
+    free_regions(run_direct(ctx, ops, state, outs, num_outs, pattern), num_outs); /* the arena grows */
     poison(ctx, outs, num_outs, pattern);
     int err = t_capture_begin(stream);
     cr_assert_eq(err, 0, "cudaStreamBeginCapture: %s", t_cuda_error(err));
@@ -212,6 +224,9 @@ void t_check_graph_replay(detpost_ctx *ctx, void *stream, void (*ops)(detpost_ct
         free(got);
     }
     for (int launch = 0; launch < 2; ++launch) {
+        if (new_inputs) new_inputs(ctx, state, launch);
+        void **want = run_direct(ctx, ops, state, outs, num_outs, pattern);
+        poison(ctx, outs, num_outs, pattern);
         err = t_graph_launch(exec, stream);
         cr_assert_eq(err, 0, "cudaGraphLaunch: %s", t_cuda_error(err));
         cr_assert_eq(detpost_synchronize(ctx), DETPOST_OK, "%s", detpost_last_error(ctx));
@@ -223,11 +238,9 @@ void t_check_graph_replay(detpost_ctx *ctx, void *stream, void (*ops)(detpost_ct
                          launch, i, at);
             free(got);
         }
-        poison(ctx, outs, num_outs, pattern);
+        free_regions(want, num_outs);
     }
     t_graph_destroy(exec);
-    for (int i = 0; i < num_outs; ++i) free(want[i]);
-    free(want);
     free(pattern);
 }
 #endif

@@ -69,13 +69,15 @@ typedef struct t_region {
 /* Gives a CUDA context a stream of its own (captures cannot begin on the
  * legacy stream); destroy it with t_stream_destroy after the context. */
 void *t_own_stream(detpost_ctx *ctx);
-/* Runs `ops` (which asserts each call's status) directly, then captures it
- * into a CUDA graph, every output region poisoned before each: the capture
- * must run nothing, and each of two launches of the graph must leave the
- * regions as the direct run did, bit for bit. The ops must be deterministic and read nothing
- * they do not write before, other than their inputs. */
+/* Runs `ops` (which asserts each call's status) once, then captures it into
+ * a CUDA graph with every output region poisoned: the capture must write
+ * nothing. Then twice: `new_inputs` (when not NULL) writes other inputs in
+ * the same buffers (round 0, 1), `ops` runs directly, and one launch of the
+ * graph must leave the regions as that direct run did, bit for bit (both
+ * start from poisoned regions). The ops must be deterministic and read
+ * nothing they do not write before, other than their inputs. */
 void t_check_graph_replay(detpost_ctx *ctx, void *stream, void (*ops)(detpost_ctx *, void *), void *state,
-                          const t_region *outs, int num_outs);
+                          const t_region *outs, int num_outs, void (*new_inputs)(detpost_ctx *, void *, int));
 #endif
 
 /* |a - b| <= atol + rtol * |b| for every element, NaN only against NaN;

@@ -1260,22 +1260,35 @@ static void cascade_graph_ops(detpost_ctx *ctx, void *arg)
                  "histogram");
 }
 
+/* Two images of up to 300 proposals and 20 ground-truth boxes (all of them
+ * in round -1, random counts after). */
+static void cascade_graph_inputs(detpost_ctx *ctx, void *arg, int round)
+{
+    const cascade_graph *g = arg;
+    t_rng rng = {2 + (uint64_t)round};
+    images im;
+    random_images(&rng, &im, g->b, g->max_p, g->max_g, round < 0);
+    cr_assert_eq(detpost_to_ctx(ctx, (void *)g->proposals, im.proposals, (size_t)(g->b * g->max_p) * 16), DETPOST_OK);
+    cr_assert_eq(detpost_to_ctx(ctx, (void *)g->gt, im.gt, (size_t)(g->b * g->max_g) * 16), DETPOST_OK);
+    cr_assert_eq(detpost_to_ctx(ctx, (void *)g->gt_labels, im.gt_labels, (size_t)(g->b * g->max_g) * 4), DETPOST_OK);
+    cr_assert_eq(detpost_to_ctx(ctx, (void *)g->num_p, im.num_p, (size_t)g->b * 4), DETPOST_OK);
+    cr_assert_eq(detpost_to_ctx(ctx, (void *)g->num_g, im.num_g, (size_t)g->b * 4), DETPOST_OK);
+    images_free(&im);
+}
+
 /* Resample, encode, decode, refine and the histogram captured in a CUDA
- * graph: the capture runs nothing and a launch writes what direct calls
- * write. */
+ * graph: the capture runs nothing, and launched on other images in the same
+ * buffers the graph writes what direct calls on them write. */
 Test(resample, cuda_graph_replay)
 {
     detpost_ctx *gpu = t_ctx(DETPOST_CUDA);
     void *stream = t_own_stream(gpu);
-    t_rng rng = {2};
-    images im;
-    random_images(&rng, &im, 2, 300, 20, 1);
-    cascade_graph g = {.b = 2, .max_p = im.max_p, .max_g = im.max_g, .rows = 2 * 64};
+    cascade_graph g = {.b = 2, .max_p = 300, .max_g = 20, .rows = 2 * 64};
     const size_t rows = (size_t)g.rows;
-    g.proposals = t_up(gpu, im.proposals, (size_t)(g.b * im.max_p) * 16);
-    g.gt = t_up(gpu, im.gt, (size_t)(g.b * im.max_g) * 16);
-    g.gt_labels = t_up(gpu, im.gt_labels, (size_t)(g.b * im.max_g) * 4);
-    g.num_p = t_up(gpu, im.num_p, (size_t)g.b * 4), g.num_g = t_up(gpu, im.num_g, (size_t)g.b * 4);
+    g.proposals = t_alloc(gpu, (size_t)(g.b * g.max_p) * 16), g.gt = t_alloc(gpu, (size_t)(g.b * g.max_g) * 16);
+    g.gt_labels = t_alloc(gpu, (size_t)(g.b * g.max_g) * 4);
+    g.num_p = t_alloc(gpu, (size_t)g.b * 4), g.num_g = t_alloc(gpu, (size_t)g.b * 4);
+    cascade_graph_inputs(gpu, &g, -1);
     g.rois = t_alloc(gpu, rows * 20), g.targets = t_alloc(gpu, rows * 16), g.max_iou = t_alloc(gpu, rows * 4);
     g.deltas = t_alloc(gpu, rows * 16), g.decoded = t_alloc(gpu, rows * 20), g.next = t_alloc(gpu, rows * 20);
     g.labels = t_alloc(gpu, rows * 4), g.num_samples = t_alloc(gpu, 8), g.num_pos = t_alloc(gpu, 8);
@@ -1284,13 +1297,12 @@ Test(resample, cuda_graph_replay)
                              {g.deltas, rows * 16}, {g.decoded, rows * 20}, {g.next, rows * 20},
                              {g.labels, rows * 4},  {g.num_samples, 8},     {g.num_pos, 8},
                              {g.is_gt, rows},       {g.kept, 8},            {g.counts, 20 * 8}};
-    t_check_graph_replay(gpu, stream, cascade_graph_ops, &g, outs, 12);
+    t_check_graph_replay(gpu, stream, cascade_graph_ops, &g, outs, 12, cascade_graph_inputs);
     t_free(gpu, (void *)g.proposals), t_free(gpu, (void *)g.gt), t_free(gpu, (void *)g.gt_labels);
     t_free(gpu, (void *)g.num_p), t_free(gpu, (void *)g.num_g), t_free(gpu, g.rois), t_free(gpu, g.targets);
     t_free(gpu, g.max_iou), t_free(gpu, g.deltas), t_free(gpu, g.decoded), t_free(gpu, g.next);
     t_free(gpu, g.labels), t_free(gpu, g.num_samples), t_free(gpu, g.num_pos), t_free(gpu, g.is_gt);
     t_free(gpu, g.kept), t_free(gpu, g.counts);
-    images_free(&im);
     detpost_destroy(gpu);
     t_stream_destroy(stream);
 }

@@ -943,26 +943,37 @@ static void roi_graph_ops(detpost_ctx *ctx, void *arg)
                  detpost_last_error(ctx));
 }
 
+static void roi_graph_inputs(detpost_ctx *ctx, void *arg, int round)
+{
+    const roi_graph *g = arg;
+    t_rng rng = {9 + (uint64_t)round};
+    float *features = random_features(&rng, g->n * g->c * g->h * g->w);
+    float *rois = random_rois(&rng, g->num_rois, g->n, 36, 32);
+    cr_assert_eq(detpost_to_ctx(ctx, (void *)g->features, features, (size_t)(g->n * g->c * g->h * g->w) * 4),
+                 DETPOST_OK);
+    cr_assert_eq(detpost_to_ctx(ctx, (void *)g->rois, rois, (size_t)g->num_rois * 20), DETPOST_OK);
+    free(features), free(rois);
+}
+
 /* RoI Align and Pool, forward and backward, multi-level and the RoI check
- * captured in a CUDA graph: the capture runs nothing and a launch writes
- * what direct calls write. */
+ * captured in a CUDA graph: the capture runs nothing, and launched on new
+ * features and RoIs in the same buffers the graph writes what direct calls
+ * on them write. */
 Test(roi, cuda_graph_replay)
 {
     detpost_ctx *gpu = t_ctx(DETPOST_CUDA);
     void *stream = t_own_stream(gpu);
-    t_rng rng = {9};
     roi_graph g = {.n = 2, .c = 4, .h = 8, .w = 9, .num_rois = 6};
     const size_t feat = (size_t)(g.n * g.c * g.h * g.w) * 4, out = (size_t)(g.num_rois * g.c * 4) * 4;
-    float *features = random_features(&rng, g.n * g.c * g.h * g.w), *rois = random_rois(&rng, g.num_rois, g.n, 36, 32);
-    g.features = t_up(gpu, features, feat), g.rois = t_up(gpu, rois, (size_t)g.num_rois * 20);
+    g.features = t_alloc(gpu, feat), g.rois = t_alloc(gpu, (size_t)g.num_rois * 20);
+    roi_graph_inputs(gpu, &g, -1);
     g.align = t_alloc(gpu, out), g.align_grad = t_alloc(gpu, feat), g.pool = t_alloc(gpu, out);
     g.pool_grad = t_alloc(gpu, feat), g.multi = t_alloc(gpu, out), g.argmax = t_alloc(gpu, out);
     g.levels = t_alloc(gpu, (size_t)g.num_rois * 4), g.first = t_alloc(gpu, 8);
     const t_region outs[] = {{g.align, out}, {g.align_grad, feat}, {g.pool, out}, {g.pool_grad, feat},
                              {g.multi, out},  {g.argmax, out},     {g.levels, (size_t)g.num_rois * 4},
                              {g.first, 8}};
-    t_check_graph_replay(gpu, stream, roi_graph_ops, &g, outs, 8);
-    free(features), free(rois);
+    t_check_graph_replay(gpu, stream, roi_graph_ops, &g, outs, 8, roi_graph_inputs);
     t_free(gpu, (void *)g.features), t_free(gpu, (void *)g.rois), t_free(gpu, g.align), t_free(gpu, g.align_grad);
     t_free(gpu, g.pool), t_free(gpu, g.pool_grad), t_free(gpu, g.multi), t_free(gpu, g.argmax);
     t_free(gpu, g.levels), t_free(gpu, g.first);
