@@ -143,17 +143,23 @@ detpost_status dp_begin(detpost_ctx *ctx)
  * capturing stream CUDA would refuse them and invalidate the capture, or (a stream-ordered free) record a free of
  * memory the graph does not own while earlier captured work still reads it. They are refused here instead, with
  * the capture left intact. */
-static detpost_status refuse_while_capturing(detpost_ctx *ctx, const char *what)
+static int capturing(detpost_ctx *ctx)
 {
 #if DETPOST_WITH_CUDA
-    if (ctx->backend == DETPOST_CUDA && dp_cuda_capturing(ctx))
+    return ctx->backend == DETPOST_CUDA && dp_cuda_capturing(ctx);
+#else
+    (void)ctx;
+    return 0;
+#endif
+}
+
+static detpost_status refuse_while_capturing(detpost_ctx *ctx, const char *what)
+{
+    if (capturing(ctx))
         return dp_fail(ctx, DETPOST_ERR_UNSUPPORTED,
                        "%s cannot be part of a CUDA graph, and the context's stream is capturing one: call it before "
                        "or after the capture",
                        what);
-#else
-    (void)ctx, (void)what;
-#endif
     return DETPOST_OK;
 }
 
@@ -324,16 +330,14 @@ detpost_status dp_workspace(detpost_ctx *ctx, size_t bytes, void **ptr)
             return dp_fail(ctx, DETPOST_ERR_WORKSPACE_TOO_SMALL,
                            "the workspace set with detpost_set_workspace holds %zu bytes; this call needs %zu",
                            ctx->ws.bytes, need);
-#if DETPOST_WITH_CUDA
         /* growing inside a capture would record an allocation the graph then owns, and free the arena earlier
          * captured work still reads */
-        if (ctx->backend == DETPOST_CUDA && dp_cuda_capturing(ctx))
+        if (capturing(ctx))
             return dp_fail(ctx, DETPOST_ERR_WORKSPACE_TOO_SMALL,
                            "the context's stream is capturing a CUDA graph and the workspace arena holds %zu bytes; "
                            "this call needs %zu: make the call once before capturing, or lend a workspace with "
                            "detpost_set_workspace",
                            ctx->ws.bytes, need);
-#endif
         void *grown = NULL;
         dp_mem_free(ctx, ctx->ws.ptr, 1);
         ctx->ws.ptr = NULL;

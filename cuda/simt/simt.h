@@ -288,8 +288,9 @@ struct bound_kernel {
     static cudaError_t check(const char *kernel_name, void *self);
 };
 
-/* Pointer arguments checked again when a graph launches the kernel: the
- * memory may have been freed since the capture. */
+/* Pointer arguments must be device memory: checked at each launch, and again
+ * when a graph launches the kernel (the memory may have been freed since the
+ * capture). */
 template <typename K, typename Tuple>
 inline cudaError_t bound_kernel<K, Tuple>::check(const char *kernel_name, void *self)
 {
@@ -305,7 +306,7 @@ inline cudaError_t launch_as(bool cooperative, const char *kernel_name, void (*k
     static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
     using tuple_t = std::tuple<std::decay_t<P>...>;
     bound_kernel<void (*)(P...), tuple_t> bound{kernel, tuple_t(std::forward<A>(args)...)};
-    cudaError_t err = check_args(kernel_name, bound.args, std::index_sequence_for<P...>{});
+    cudaError_t err = decltype(bound)::check(kernel_name, &bound);
     if (err != cudaSuccess) return err;
     if (stream_capturing(stream))
         return record_launch(kernel_name, reinterpret_cast<const void *>(kernel), grid, block, smem, stream, outs,

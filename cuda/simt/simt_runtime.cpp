@@ -1338,13 +1338,9 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream)
 cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 {
     if (!stream_ok(stream)) return fail(cudaErrorInvalidValue, "cudaStreamSynchronize: unknown stream");
-    if (stream_capturing(stream)) {
-        if (stream == nullptr) {
-            bool record = false;
-            SIMT_ROUTE(stream, "cudaStreamSynchronize", record);
-        }
-        return refuse_in_capture(stream, "cudaStreamSynchronize of a capturing stream");
-    }
+    bool record = false;
+    SIMT_ROUTE(stream, "cudaStreamSynchronize", record);
+    if (record) return refuse_in_capture(stream, "cudaStreamSynchronize of a capturing stream");
     g_sync_count++;
     return cudaSuccess;
 }
