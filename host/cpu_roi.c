@@ -101,16 +101,18 @@ static float sample_value(const void *features, int dtype, const int64_t o[4], i
                       load(features, dtype, o[2] + channel_offset), load(features, dtype, o[3] + channel_offset));
 }
 
-/* MAX mode: for every channel, the first largest sample of bin (p, q) on the
- * map, as (value, row sample, column sample); best_y is -1 where none was
- * taken. Returns whether the bin also has samples off the map. */
-static int bin_maxima(const dp_roi_job *job, const roi_frame *f, int64_t p, int64_t q, const dp_roi_cpu_scratch *s)
+/* Reduces the samples of bin (p, q) per channel into s->value: their sum in
+ * AVG mode; in MAX mode the first largest sample on the map, as (value, row
+ * sample, column sample) with best_y -1 where none was taken. Returns
+ * whether the bin also has samples off the map. */
+static int bin_reduce(const dp_roi_job *job, const roi_frame *f, int64_t p, int64_t q, const dp_roi_cpu_scratch *s)
 {
+    const int max_mode = job->mode == DETPOST_ROI_MAX;
     int64_t ylo, yhi, xlo, xhi;
     dp_roi_sample_run(&f->y, p, &ylo, &yhi);
     dp_roi_sample_run(&f->x, q, &xlo, &xhi);
     for (int64_t c = 0; c < job->c; ++c) {
-        s->value[c] = -INFINITY;
+        s->value[c] = max_mode ? -INFINITY : 0.0f;
         s->best_y[c] = s->best_x[c] = -1;
     }
     for (int64_t iy = ylo; iy < yhi; ++iy) {
@@ -123,7 +125,9 @@ static int bin_maxima(const dp_roi_job *job, const roi_frame *f, int64_t p, int6
             corner_offsets(f, &cy, &cx, o);
             for (int64_t c = 0; c < job->c; ++c) {
                 const float v = sample_value(f->level->features, job->dtype, o, c * f->fs.channel, w);
-                if (v > s->value[c]) {
+                if (!max_mode) {
+                    s->value[c] += v;
+                } else if (v > s->value[c]) {
                     s->value[c] = v;
                     s->best_y[c] = (int32_t)iy;
                     s->best_x[c] = (int32_t)ix;
@@ -132,27 +136,6 @@ static int bin_maxima(const dp_roi_job *job, const roi_frame *f, int64_t p, int6
         }
     }
     return (yhi - ylo) * (xhi - xlo) < f->y.grid * f->x.grid;
-}
-
-/* AVG mode: the sum of the samples of bin (p, q) per channel, in s->value. */
-static void bin_sums(const dp_roi_job *job, const roi_frame *f, int64_t p, int64_t q, const dp_roi_cpu_scratch *s)
-{
-    int64_t ylo, yhi, xlo, xhi;
-    dp_roi_sample_run(&f->y, p, &ylo, &yhi);
-    dp_roi_sample_run(&f->x, q, &xlo, &xhi);
-    for (int64_t c = 0; c < job->c; ++c) s->value[c] = 0.0f;
-    for (int64_t iy = ylo; iy < yhi; ++iy) {
-        const dp_roi_corner cy = dp_roi_sample_corner(&f->y, p, iy);
-        for (int64_t ix = xlo; ix < xhi; ++ix) {
-            const dp_roi_corner cx = dp_roi_sample_corner(&f->x, q, ix);
-            float w[4];
-            int64_t o[4];
-            dp_roi_weights(&cy, &cx, w);
-            corner_offsets(f, &cy, &cx, o);
-            for (int64_t c = 0; c < job->c; ++c)
-                s->value[c] += sample_value(f->level->features, job->dtype, o, c * f->fs.channel, w);
-        }
-    }
 }
 
 void cpu_roi_align(const dp_roi_job *job, void *out, int32_t *levels, const dp_roi_cpu_scratch *s)
@@ -167,12 +150,11 @@ void cpu_roi_align(const dp_roi_job *job, void *out, int32_t *levels, const dp_r
         for (int64_t p = 0; p < job->pooled_h; ++p)
             for (int64_t q = 0; q < job->pooled_w; ++q) {
                 const int64_t o = r * os.roi + (p * job->pooled_w + q) * os.bin;
+                const int outside = bin_reduce(job, &f, p, q, s);
                 if (job->mode == DETPOST_ROI_AVG) {
-                    bin_sums(job, &f, p, q, s);
                     for (int64_t c = 0; c < job->c; ++c)
                         store(out, job->dtype, o + c * os.channel, s->value[c] / f.count);
                 } else {
-                    const int outside = bin_maxima(job, &f, p, q, s);
                     for (int64_t c = 0; c < job->c; ++c) {
                         float v;
                         dp_roi_max_result(s->value[c], s->best_y[c] >= 0, outside, &v);
@@ -248,7 +230,7 @@ void cpu_roi_align_backward(const dp_roi_job *job, const void *grad_out, const d
             for (int64_t q = 0; q < job->pooled_w; ++q) {
                 const int64_t go = r * os.roi + (p * job->pooled_w + q) * os.bin;
                 if (job->mode == DETPOST_ROI_MAX) {
-                    const int outside = bin_maxima(job, &f, p, q, s);
+                    const int outside = bin_reduce(job, &f, p, q, s);
                     for (int64_t c = 0; c < job->c; ++c) {
                         float unused;
                         if (!dp_roi_max_result(s->value[c], s->best_y[c] >= 0, outside, &unused)) continue;

@@ -81,6 +81,16 @@ static detpost_status check_map(detpost_ctx *ctx, const char *name, int64_t n, i
     return DETPOST_OK;
 }
 
+/* check_map, then the tensor's pointer. */
+static detpost_status check_map_tensor(detpost_ctx *ctx, const char *name, const void *tensor, int64_t n, int64_t c,
+                                       int64_t h, int64_t w, int pool, int64_t *elements)
+{
+    detpost_status st;
+    if ((st = check_map(ctx, name, n, c, h, w, pool, elements)) || (st = dp_check_tensor(ctx, tensor, *elements, name)))
+        return st;
+    return DETPOST_OK;
+}
+
 /* Sizes and pointers of rois [num_rois, 5] and of an output [num_rois, c, bins]. */
 static detpost_status check_rois_and_out(detpost_ctx *ctx, const detpost_roi_params *q, const float *rois,
                                          int64_t num_rois, int64_t c, const void *out, const char *out_name,
@@ -206,6 +216,18 @@ static int weight_log2(int64_t num_rois, const detpost_roi_params *q)
     return lb;
 }
 
+/* A backward pass's workspace, with its accumulator aimed at grad_features. */
+static detpost_status carve_grad_workspace(detpost_ctx *ctx, const detpost_roi_params *q, int64_t c,
+                                           int64_t elements, int64_t num_rois, void *grad_features, roi_ws *ws)
+{
+    detpost_status st = carve_workspace(ctx, q, c, elements, 1, ws);
+    if (st != DETPOST_OK) return st;
+    ws->grad.grad_features = grad_features;
+    ws->grad.elements = elements;
+    ws->grad.weight_log2 = weight_log2(num_rois, q);
+    return DETPOST_OK;
+}
+
 /* ---- RoI Align -------------------------------------------------------------- */
 
 detpost_status detpost_roi_align(detpost_ctx *ctx, const detpost_roi_params *p, const void *features, int64_t n,
@@ -215,8 +237,7 @@ detpost_status detpost_roi_align(detpost_ctx *ctx, const detpost_roi_params *p, 
     if (st != DETPOST_OK) return st;
     const detpost_roi_params q = p ? *p : detpost_roi_params_default();
     int64_t elements, out_elements;
-    if ((st = check_params(ctx, &q)) || (st = check_map(ctx, "features", n, c, h, w, 0, &elements)) ||
-        (st = dp_check_tensor(ctx, features, elements, "features")) ||
+    if ((st = check_params(ctx, &q)) || (st = check_map_tensor(ctx, "features", features, n, c, h, w, 0, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, out, "out", &out_elements)))
         return st;
     if (out_elements == 0) return DETPOST_OK;
@@ -250,19 +271,15 @@ static detpost_status align_backward(detpost_ctx *ctx, const detpost_roi_params 
                        "p->mode must be DETPOST_ROI_MAX for detpost_roi_align_max_backward (p %s)",
                        p ? "has DETPOST_ROI_AVG" : "is NULL");
     int64_t elements, out_elements;
-    if ((st = check_map(ctx, "grad_features", n, c, h, w, 0, &elements)) ||
+    if ((st = check_map_tensor(ctx, "grad_features", grad_features, n, c, h, w, 0, &elements)) ||
         (max_entry && (st = dp_check_tensor(ctx, features, elements, "features"))) ||
-        (st = dp_check_tensor(ctx, grad_features, elements, "grad_features")) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, grad_out, "grad_out", &out_elements)))
         return st;
     if (elements == 0) return DETPOST_OK;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
     const dp_roi_job job = single_level_job(&q, features, n, c, h, w, rois, num_rois);
     roi_ws ws;
-    if ((st = carve_workspace(ctx, &q, c, elements, 1, &ws))) return st;
-    ws.grad.grad_features = grad_features;
-    ws.grad.elements = elements;
-    ws.grad.weight_log2 = weight_log2(num_rois, &q);
+    if ((st = carve_grad_workspace(ctx, &q, c, elements, num_rois, grad_features, &ws))) return st;
     if (ctx->backend == DETPOST_CPU) {
         cpu_roi_align_backward(&job, grad_out, &ws.grad, &ws.cpu);
         return DETPOST_OK;
@@ -294,8 +311,7 @@ detpost_status detpost_roi_pool(detpost_ctx *ctx, const detpost_roi_params *p, c
     if (st != DETPOST_OK) return st;
     const detpost_roi_params q = p ? *p : detpost_roi_params_default();
     int64_t elements, out_elements;
-    if ((st = check_params(ctx, &q)) || (st = check_map(ctx, "features", n, c, h, w, 1, &elements)) ||
-        (st = dp_check_tensor(ctx, features, elements, "features")) ||
+    if ((st = check_params(ctx, &q)) || (st = check_map_tensor(ctx, "features", features, n, c, h, w, 1, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, out, "out", &out_elements)))
         return st;
     if (argmax != NULL && (st = dp_check_tensor(ctx, argmax, out_elements, "argmax"))) return st;
@@ -317,8 +333,8 @@ detpost_status detpost_roi_pool_backward(detpost_ctx *ctx, const detpost_roi_par
     if (st != DETPOST_OK) return st;
     const detpost_roi_params q = p ? *p : detpost_roi_params_default();
     int64_t elements, out_elements;
-    if ((st = check_params(ctx, &q)) || (st = check_map(ctx, "grad_features", n, c, h, w, 1, &elements)) ||
-        (st = dp_check_tensor(ctx, grad_features, elements, "grad_features")) ||
+    if ((st = check_params(ctx, &q)) ||
+        (st = check_map_tensor(ctx, "grad_features", grad_features, n, c, h, w, 1, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, grad_out, "grad_out", &out_elements)) ||
         (st = dp_check_tensor(ctx, argmax, out_elements, "argmax")))
         return st;
@@ -331,10 +347,7 @@ detpost_status detpost_roi_pool_backward(detpost_ctx *ctx, const detpost_roi_par
                                (long long)i, argmax[i], (long long)(h * w));
     const dp_roi_job job = single_level_job(&q, NULL, n, c, h, w, rois, num_rois);
     roi_ws ws;
-    if ((st = carve_workspace(ctx, &q, c, elements, 1, &ws))) return st;
-    ws.grad.grad_features = grad_features;
-    ws.grad.elements = elements;
-    ws.grad.weight_log2 = weight_log2(num_rois, &q);
+    if ((st = carve_grad_workspace(ctx, &q, c, elements, num_rois, grad_features, &ws))) return st;
     if (ctx->backend == DETPOST_CPU) {
         cpu_roi_pool_backward(&job, grad_out, argmax, &ws.grad);
         return DETPOST_OK;
@@ -368,9 +381,7 @@ static detpost_status check_pyramid(detpost_ctx *ctx, const detpost_roi_params *
         char name[64];
         snprintf(name, sizeof name, "pyramid->levels[%d].features", i);
         int64_t elements;
-        if ((st = check_map(ctx, name, f->n, f->c, lv->h, lv->w, 0, &elements)) ||
-            (st = dp_check_tensor(ctx, lv->features, elements, name)))
-            return st;
+        if ((st = check_map_tensor(ctx, name, lv->features, f->n, f->c, lv->h, lv->w, 0, &elements))) return st;
         if (!(lv->spatial_scale > 0.0f) || !dp_finite(lv->spatial_scale))
             return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT,
                            "pyramid->levels[%d].spatial_scale must be finite and > 0, not %g", i,
