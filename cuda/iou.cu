@@ -132,15 +132,18 @@ __global__ void masks_to_half(const uint8_t *__restrict__ a, const uint8_t *__re
     }
 }
 
-/* out holds intersections (or nothing when pixels == 0); turn them into IoU. */
+/* out holds intersections (or nothing when pixels == 0); turn them into IoU.
+ * Each intersection is an exact integer (at most 2^24); the union is counted
+ * in integers, since the sum of two counts can pass 2^24 and would round as
+ * a float, and converted once, as the CPU reference converts it. */
 __global__ void mask_iou_finish(float *__restrict__ out, const unsigned *__restrict__ counts, int64_t na, int64_t nb,
                                 int have_inter)
 {
     const int64_t n = na * nb;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float inter = have_inter ? out[i] : 0.0f;
-        const float uni = (float)counts[i / nb] + (float)counts[na + i % nb] - inter;
-        out[i] = uni > 0.0f ? inter / uni : 0.0f;
+        const unsigned inter = have_inter ? (unsigned)out[i] : 0u;
+        const unsigned uni = counts[i / nb] + counts[na + i % nb] - inter;
+        out[i] = uni > 0u ? (float)inter / (float)uni : 0.0f;
     }
 }
 

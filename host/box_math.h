@@ -32,9 +32,14 @@ enum { DP_MODE_IOU = 0, DP_MODE_IOF = 1, DP_MODE_GIOU = 2, DP_MODE_DIOU = 3, DP_
 /* Width or height of a box side: the legacy convention adds `offset` (1). */
 DP_HD float dp_extent(float lo, float hi, float offset) { return hi - lo + offset; }
 
-/* A box is usable when its width and height are > 0 and its area is finite;
- * NaN fails every comparison, so NaN coordinates make a box empty. */
-DP_HD int dp_box_nonempty(float w, float h, float area) { return w > 0.0f && h > 0.0f && area <= DP_FLT_MAX; }
+/* A box is usable when its width and height are > 0 and its area is a
+ * positive finite float: an area that underflows to 0 (a 1e-30 square)
+ * would make IoU 0 / 0. NaN fails every comparison, so NaN coordinates make
+ * a box empty. */
+DP_HD int dp_box_nonempty(float w, float h, float area)
+{
+    return w > 0.0f && h > 0.0f && area > 0.0f && area <= DP_FLT_MAX;
+}
 
 /* A box with the quantities every overlap mode needs, computed once so a
  * kernel comparing one box against many can reuse them. */

@@ -48,7 +48,10 @@ detpost_status detpost_box_overlaps(detpost_ctx *ctx, const detpost_overlap_para
     return DP_CUDA(ctx, cuda_box_overlaps(ctx, &q, a, na, b, nb, batch, out));
 }
 
-static detpost_status check_mask_sizes(detpost_ctx *ctx, int64_t na, int64_t nb, int64_t pixels)
+/* The sizes of mask IoU: the size query and the op refuse the same ones.
+ * *ea, *eb, *eo: elements of a, b and out. */
+static detpost_status check_mask_sizes(detpost_ctx *ctx, int64_t na, int64_t nb, int64_t pixels, int64_t *ea,
+                                       int64_t *eb, int64_t *eo)
 {
     detpost_status st;
     if ((st = dp_check_size(ctx, na, "na")) || (st = dp_check_size(ctx, nb, "nb")) ||
@@ -61,6 +64,9 @@ static detpost_status check_mask_sizes(detpost_ctx *ctx, int64_t na, int64_t nb,
     if (na > INT32_MAX || nb > INT32_MAX)
         return dp_fail(ctx, DETPOST_ERR_UNSUPPORTED, "na and nb must be below 2^31 (na %lld, nb %lld)",
                        (long long)na, (long long)nb);
+    if ((st = dp_elements(ctx, "a", ea, na, pixels, 1)) || (st = dp_elements(ctx, "b", eb, nb, pixels, 1)) ||
+        (st = dp_elements(ctx, "out", eo, na, nb, 1)))
+        return st;
     return DETPOST_OK;
 }
 
@@ -69,7 +75,9 @@ detpost_status detpost_mask_iou_workspace_size(detpost_ctx *ctx, int64_t na, int
 {
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
-    if ((st = dp_check_ptr(ctx, bytes, "bytes")) || (st = check_mask_sizes(ctx, na, nb, pixels))) return st;
+    int64_t ea, eb, eo;
+    if ((st = dp_check_ptr(ctx, bytes, "bytes")) || (st = check_mask_sizes(ctx, na, nb, pixels, &ea, &eb, &eo)))
+        return st;
     *bytes = 0;
 #if DETPOST_WITH_CUDA
     if (ctx->backend == DETPOST_CUDA) *bytes = dp_workspace_query(cuda_mask_iou_workspace(na, nb, pixels));
@@ -82,11 +90,8 @@ detpost_status detpost_mask_iou(detpost_ctx *ctx, const uint8_t *a, int64_t na, 
 {
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
-    if ((st = check_mask_sizes(ctx, na, nb, pixels))) return st;
     int64_t ea, eb, eo;
-    if ((st = dp_elements(ctx, "a", &ea, na, pixels, 1)) || (st = dp_elements(ctx, "b", &eb, nb, pixels, 1)) ||
-        (st = dp_elements(ctx, "out", &eo, na, nb, 1)))
-        return st;
+    if ((st = check_mask_sizes(ctx, na, nb, pixels, &ea, &eb, &eo))) return st;
     if ((st = dp_check_tensor(ctx, a, ea, "a")) || (st = dp_check_tensor(ctx, b, eb, "b")) ||
         (st = dp_check_tensor(ctx, out, eo, "out")))
         return st;

@@ -150,8 +150,9 @@ size_t detpost_workspace_capacity(const detpost_ctx *ctx);
 /* ------------------------------------------------------------------------ */
 
 /* Boxes are float32 (x1, y1, x2, y2); width = x2 - x1 + offset. A box whose
- * width or height is not > 0 (NaN included), or whose area is not finite, is
- * empty: every overlap mode gives 0 for it. No mode yields NaN. */
+ * width or height is not > 0 (NaN included), or whose float area is not > 0
+ * and finite (it overflows, or underflows to 0), is empty: every overlap mode
+ * gives 0 for it. No mode yields NaN. */
 typedef enum detpost_overlap_mode {
     DETPOST_IOU = 0,  /* intersection / union */
     DETPOST_IOF = 1,  /* intersection / area of the box from `a` */
@@ -179,8 +180,9 @@ detpost_status detpost_box_overlaps(detpost_ctx *ctx, const detpost_overlap_para
 /* Binary masks a [na, pixels] and b [nb, pixels] (bytes, nonzero = set);
  * out [na, nb] = |a & b| / |a | b|, 0 where the union is empty.
  * On CUDA the intersections come from one half-precision GEMM with float
- * accumulation, exact up to 2^24 pixels; more pixels answer
- * DETPOST_ERR_UNSUPPORTED on both backends, so they agree. */
+ * accumulation, exact up to 2^24 pixels; more pixels, or na or nb of 2^31
+ * or more (the GEMM's int dimensions), answer DETPOST_ERR_UNSUPPORTED on
+ * both backends, so they agree. */
 detpost_status detpost_mask_iou(detpost_ctx *ctx, const uint8_t *a, int64_t na,
                                 const uint8_t *b, int64_t nb, int64_t pixels, float *out);
 /* Workspace bytes detpost_mask_iou needs for these sizes on this context. */
@@ -485,7 +487,8 @@ detpost_box_coder detpost_box_coder_default(void);
 
 /* deltas[i] = the coder's encoding of targets[i] against proposals[i]; all
  * three are [n, 4]. A pair where either box is empty (width or height not
- * > 0, NaN, infinite area) encodes as 0. coder NULL means the default. */
+ * > 0, NaN, an area that overflows or underflows to 0) encodes as 0. coder
+ * NULL means the default. */
 detpost_status detpost_box_encode(detpost_ctx *ctx, const detpost_box_coder *coder, const float *proposals,
                                   const float *targets, int64_t n, float *deltas);
 

@@ -223,6 +223,32 @@ Test(mask_iou, cpu_vs_cuda)
     detpost_destroy(gpu);
 }
 
+/* At 2^24 pixels two counts add up past 2^24, where a float sum rounds: a
+ * mask of every pixel but the first against a mask of the first two has
+ * intersection 1 and union 2^24, so IoU 2^-24 exactly on both backends. */
+Test(mask_iou, union_past_2_24_is_exact, .timeout = 120)
+{
+    const int64_t pixels = 1LL << 24;
+    uint8_t *a = malloc((size_t)pixels), *b = calloc((size_t)pixels, 1);
+    memset(a, 1, (size_t)pixels);
+    a[0] = 0;
+    b[0] = b[1] = 1;
+    const float want = 1.0f / (float)(1 << 24);
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    float got = -1.0f;
+    cr_assert_eq(detpost_mask_iou(cpu, a, 1, b, 1, pixels, &got), DETPOST_OK, "%s", detpost_last_error(cpu));
+    cr_assert_eq(got, want, "cpu: %.10g, want 2^-24", (double)got);
+    uint8_t *da = t_up(gpu, a, (size_t)pixels), *db = t_up(gpu, b, (size_t)pixels);
+    float *dout = t_alloc(gpu, sizeof(float));
+    cr_assert_eq(detpost_mask_iou(gpu, da, 1, db, 1, pixels, dout), DETPOST_OK, "%s", detpost_last_error(gpu));
+    float *back = t_down(gpu, dout, sizeof(float));
+    cr_assert_eq(*back, want, "cuda: %.10g, want 2^-24", (double)*back);
+    free(back), free(a), free(b);
+    t_free(gpu, da), t_free(gpu, db), t_free(gpu, dout);
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+
 Test(mask_iou, caller_workspace)
 {
     detpost_ctx *gpu = t_ctx(DETPOST_CUDA);
@@ -302,6 +328,14 @@ Test(iou, bad_input_gets_status_and_message)
     cr_assert_eq(detpost_mask_iou_workspace_size(cpu, 1, 1, 4, NULL), DETPOST_ERR_INVALID_ARGUMENT);
     cr_assert_eq(detpost_mask_iou_workspace_size(cpu, 1, 1, 4, &bytes), DETPOST_OK);
     cr_assert_eq(bytes, 0);
+    /* sizes the op refuses, the size query refuses too */
+    const int64_t big = INT32_MAX;
+    cr_assert_eq(detpost_mask_iou(cpu, m, big, m, big, 4, out), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(cpu), "overflow") != NULL, "%s", detpost_last_error(cpu));
+    bytes = 1;
+    cr_assert_eq(detpost_mask_iou_workspace_size(cpu, big, big, 4, &bytes), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(cpu), "overflow") != NULL, "%s", detpost_last_error(cpu));
+    cr_assert_eq(bytes, 1);
     detpost_destroy(cpu);
 }
 
