@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../host/tool/tool.h"
 #include "common.h"
 
 Test(json, syntax_error_reports_byte_offset)
@@ -15,6 +16,49 @@ Test(json, syntax_error_reports_byte_offset)
     cr_assert_null(root);
     cr_assert(strstr(err.text, "boxes.json") != NULL, "%s", err.text);
     cr_assert(strstr(err.text, "byte 22") != NULL, "%s", err.text);
+}
+
+Test(json, text_after_the_value_is_a_syntax_error)
+{
+    static const struct {
+        const char *text;
+        const char *where;
+    } bad[] = {{"[[0, 0, 1, 1]]]", "byte 14"}, {"[[0, 0, 1, 1]] trailing", "byte 15"}, {"{} {}", "byte 3"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        cJSON *root = NULL;
+        dpj_error err;
+        cr_assert_eq(dpj_parse(bad[i].text, strlen(bad[i].text), "t.json", &root, &err), DETPOST_ERR_PARSE,
+                     "'%s' parsed", bad[i].text);
+        cr_assert_null(root);
+        cr_assert(strstr(err.text, bad[i].where) != NULL, "'%s': %s", bad[i].text, err.text);
+    }
+    const char *spaced = "  [[0, 0, 1, 1]] \n\t\r\n";
+    cJSON *root = NULL;
+    dpj_error err;
+    cr_assert_eq(dpj_parse(spaced, strlen(spaced), "t.json", &root, &err), DETPOST_OK, "%s", err.text);
+    cJSON_Delete(root);
+}
+
+/* The tool's command-line values: the whole argument or nothing. */
+Test(tool, values_are_whole_arguments)
+{
+    double v = -7;
+    cr_assert(tool_parse_double("0.5", &v) && v == 0.5);
+    cr_assert(tool_parse_double("-inf", &v) && isinf(v) && v < 0, "the library judges -inf");
+    v = -7;
+    static const char *const not_numbers[] = {"", "abc", "0.5x", "1e999", " "};
+    for (size_t i = 0; i < sizeof not_numbers / sizeof not_numbers[0]; ++i) {
+        cr_assert(!tool_parse_double(not_numbers[i], &v), "'%s' taken as a number", not_numbers[i]);
+        cr_assert_eq(v, -7);
+    }
+    long long k = -7;
+    cr_assert(tool_parse_int("42", 1, 100, &k) && k == 42);
+    k = -7;
+    static const char *const not_ints[] = {"", "5x", "4.0", "0", "101", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof not_ints / sizeof not_ints[0]; ++i) {
+        cr_assert(!tool_parse_int(not_ints[i], 1, 100, &k), "'%s' taken as an integer in [1, 100]", not_ints[i]);
+        cr_assert_eq(k, -7);
+    }
 }
 
 Test(json, missing_file_is_an_io_error)

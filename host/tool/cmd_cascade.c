@@ -13,6 +13,7 @@
  * (detpost_iou_histogram), where the shift toward higher quality shows.
  * All randomness is the tool's own, so every backend prints the same.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,10 @@ static double uniform(rng *r)
 }
 
 static double normal(rng *r) { return sqrt(-2.0 * log(uniform(r))) * cos(6.283185307179586 * uniform(r)); }
+
+/* Bounds of the synthetic scene's size on the command line. */
+#define MAX_IMAGES 4096
+#define MAX_PROPOSALS 100000
 
 typedef struct scene {
     int64_t images, objects, proposals; /* per image */
@@ -240,19 +245,22 @@ int cmd_cascade(int argc, char **argv)
     uint64_t seed = 1;
     scene s = {4, 10, 500, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     for (int i = 1; i < argc; ++i) {
+        long long k;
         if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
             if (!tool_backend(argv[++i], &backend)) {
                 fprintf(stderr, "detpost cascade: unknown backend '%s' (cpu, cuda)\n", argv[i]);
                 return TOOL_EXIT_USAGE;
             }
-        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            seed = strtoull(argv[++i], NULL, 10);
-        } else if (strcmp(argv[i], "--images") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0) {
-            s.images = atoi(argv[++i]);
-        } else if (strcmp(argv[i], "--proposals") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0) {
-            s.proposals = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc && tool_parse_int(argv[i + 1], 0, LLONG_MAX, &k)) {
+            seed = (uint64_t)k, ++i;
+        } else if (strcmp(argv[i], "--images") == 0 && i + 1 < argc && tool_parse_int(argv[i + 1], 1, MAX_IMAGES, &k)) {
+            s.images = k, ++i;
+        } else if (strcmp(argv[i], "--proposals") == 0 && i + 1 < argc &&
+                   tool_parse_int(argv[i + 1], 1, MAX_PROPOSALS, &k)) {
+            s.proposals = k, ++i;
         } else {
-            fprintf(stderr, "usage: detpost cascade [--backend cpu|cuda] [--seed N] [--images N] [--proposals N]\n");
+            fprintf(stderr, "usage: detpost cascade [--backend cpu|cuda] [--seed N] [--images 1-%d] [--proposals 1-%d]\n",
+                    MAX_IMAGES, MAX_PROPOSALS);
             return TOOL_EXIT_USAGE;
         }
     }

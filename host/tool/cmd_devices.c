@@ -7,8 +7,13 @@
 
 int cmd_devices(int argc, char **argv)
 {
+    const int count_only = argc == 2 && strcmp(argv[1], "--count") == 0;
+    if (argc > 1 && !count_only) {
+        fprintf(stderr, "usage: detpost devices [--count]\n");
+        return TOOL_EXIT_USAGE;
+    }
     const int count = detpost_cuda_device_count();
-    if (argc > 1 && strcmp(argv[1], "--count") == 0) {
+    if (count_only) {
         printf("%d\n", count);
         return 0;
     }

@@ -33,7 +33,12 @@ int cmd_iou(int argc, char **argv)
                 return TOOL_EXIT_USAGE;
             }
         } else if (strcmp(arg, "--offset") == 0 && i + 1 < argc) {
-            p.offset = (float)atof(argv[++i]);
+            double offset;
+            if (!tool_parse_double(argv[++i], &offset)) {
+                fprintf(stderr, "detpost iou: --offset needs a number, not '%s'\n", argv[i]);
+                return TOOL_EXIT_USAGE;
+            }
+            p.offset = (float)offset;
         } else if (strcmp(arg, "--aligned") == 0) {
             p.aligned = 1;
         } else if (arg[0] != '-' && npaths < 2) {

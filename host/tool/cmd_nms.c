@@ -6,6 +6,7 @@
  * same format (soft methods: with their decayed scores), image by image in
  * order of first appearance, best first within an image.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,13 +34,6 @@ static void usage(void)
                     "         [--score T] [--max-per-image K] [--sigma S] [--min-score M] [--class-agnostic]\n"
                     "         [--backend cpu|cuda] [--print]\n"
                     "  JSON goes to OUT.json, or to stdout unless --print shows a table of every image instead\n");
-}
-
-static int parse_number(const char *text, double *out)
-{
-    char *end = NULL;
-    *out = strtod(text, &end);
-    return end != text && *end == '\0';
 }
 
 /* Reads the COCO results array; on failure fills err and returns a status. */
@@ -253,18 +247,24 @@ int cmd_nms(int argc, char **argv)
                 fprintf(stderr, "detpost nms: unknown method '%s' (hard, linear, gaussian, diou)\n", m);
                 return TOOL_EXIT_USAGE;
             }
+        } else if (strcmp(arg, "--max-per-image") == 0 && has_value) {
+            long long k;
+            if (!tool_parse_int(argv[++i], LLONG_MIN, LLONG_MAX, &k)) {
+                fprintf(stderr, "detpost nms: %s needs an integer, not '%s'\n", arg, argv[i]);
+                return TOOL_EXIT_USAGE;
+            }
+            p.max_per_image = (int64_t)k;
         } else if ((strcmp(arg, "--iou") == 0 || strcmp(arg, "--score") == 0 || strcmp(arg, "--sigma") == 0 ||
-                    strcmp(arg, "--min-score") == 0 || strcmp(arg, "--max-per-image") == 0) &&
+                    strcmp(arg, "--min-score") == 0) &&
                    has_value) {
-            if (!parse_number(argv[++i], &v)) {
+            if (!tool_parse_double(argv[++i], &v)) {
                 fprintf(stderr, "detpost nms: %s needs a number, not '%s'\n", arg, argv[i]);
                 return TOOL_EXIT_USAGE;
             }
             if (strcmp(arg, "--iou") == 0) p.nms.iou_threshold = (float)v;
             else if (strcmp(arg, "--score") == 0) p.nms.score_threshold = (float)v;
             else if (strcmp(arg, "--sigma") == 0) p.nms.sigma = (float)v;
-            else if (strcmp(arg, "--min-score") == 0) p.nms.min_score = (float)v;
-            else p.max_per_image = (int64_t)v;
+            else p.nms.min_score = (float)v;
         } else if (strcmp(arg, "--class-agnostic") == 0) {
             p.class_agnostic = 1;
         } else if (strcmp(arg, "--print") == 0) {

@@ -10,6 +10,7 @@
  * are stored for the call (the output is printed in NCHW order either way),
  * so the demo can show every storage giving the same numbers.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,16 +74,20 @@ static int apply_options(int argc, char **argv, roi_request *req)
 {
     for (int i = 2; i < argc; ++i) {
         const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        long long k;
+        double v;
         if (val == NULL) return 0;
         ++i;
         if (strcmp(arg, "--op") == 0 && (!strcmp(val, "align") || !strcmp(val, "pool"))) req->pool = val[0] == 'p';
         else if (strcmp(arg, "--mode") == 0 && (!strcmp(val, "avg") || !strcmp(val, "max")))
             req->p.mode = val[0] == 'm' ? DETPOST_ROI_MAX : DETPOST_ROI_AVG;
-        else if (strcmp(arg, "--aligned") == 0) req->p.aligned = atoi(val);
-        else if (strcmp(arg, "--sampling-ratio") == 0) req->p.sampling_ratio = atoi(val);
-        else if (strcmp(arg, "--scale") == 0) req->p.spatial_scale = (float)atof(val);
+        else if (strcmp(arg, "--aligned") == 0 && tool_parse_int(val, INT_MIN, INT_MAX, &k)) req->p.aligned = (int)k;
+        else if (strcmp(arg, "--sampling-ratio") == 0 && tool_parse_int(val, INT_MIN, INT_MAX, &k))
+            req->p.sampling_ratio = (int)k;
+        else if (strcmp(arg, "--scale") == 0 && tool_parse_double(val, &v)) req->p.spatial_scale = (float)v;
         else if (strcmp(arg, "--pooled") == 0) {
-            if (sscanf(val, "%dx%d", &req->p.pooled_h, &req->p.pooled_w) != 2) return 0;
+            int used = 0;
+            if (sscanf(val, "%dx%d%n", &req->p.pooled_h, &req->p.pooled_w, &used) != 2 || val[used] != '\0') return 0;
         } else if (strcmp(arg, "--layout") == 0 && (!strcmp(val, "nchw") || !strcmp(val, "nhwc")))
             req->p.layout = val[2] == 'c' ? DETPOST_NCHW : DETPOST_NHWC;
         else if (strcmp(arg, "--dtype") == 0 && (!strcmp(val, "f32") || !strcmp(val, "f16")))

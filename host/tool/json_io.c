@@ -24,6 +24,16 @@ detpost_status dpj_parse(const char *text, size_t len, const char *source, cJSON
         size_t offset = end && end >= text ? (size_t)(end - text) : 0;
         return fail(err, DETPOST_ERR_PARSE, "%s: invalid JSON at byte %zu", source, offset);
     }
+    /* one value, then only white space: "[[0, 0, 1, 1]]]" is not a box list */
+    size_t offset = (size_t)(end - text);
+    while (offset < len && (text[offset] == ' ' || text[offset] == '\t' || text[offset] == '\n' ||
+                            text[offset] == '\r'))
+        ++offset;
+    if (offset < len) {
+        cJSON_Delete(*root);
+        *root = NULL;
+        return fail(err, DETPOST_ERR_PARSE, "%s: invalid JSON at byte %zu: text after the value", source, offset);
+    }
     return DETPOST_OK;
 }
 

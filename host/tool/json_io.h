@@ -17,8 +17,10 @@ typedef struct dpj_error {
     char text[512];
 } dpj_error;
 
-/* Reads and parses a file. A syntax error answers DETPOST_ERR_PARSE with the
- * byte offset where parsing stopped; an unreadable file DETPOST_ERR_IO. */
+/* Reads and parses a file holding one JSON value (white space may follow
+ * it). A syntax error, or anything else after the value, answers
+ * DETPOST_ERR_PARSE with the byte offset where parsing stopped; an
+ * unreadable file DETPOST_ERR_IO. */
 detpost_status dpj_load(const char *path, cJSON **root, dpj_error *err);
 detpost_status dpj_parse(const char *text, size_t len, const char *source, cJSON **root, dpj_error *err);
 

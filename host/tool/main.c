@@ -89,7 +89,11 @@ void *tool_upload(detpost_ctx *ctx, const void *host, size_t bytes)
 
 int cmd_version(int argc, char **argv)
 {
-    (void)argc, (void)argv;
+    (void)argv;
+    if (argc > 1) {
+        fprintf(stderr, "usage: detpost version\n");
+        return TOOL_EXIT_USAGE;
+    }
     printf("detpost %s (header %d.%d.%d)\n", detpost_version_string(), DETPOST_VERSION_MAJOR, DETPOST_VERSION_MINOR,
            DETPOST_VERSION_PATCH);
     return 0;

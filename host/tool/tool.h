@@ -23,6 +23,13 @@ detpost_ctx *tool_open(detpost_backend backend);
  * and returns NULL on failure. */
 void *tool_upload(detpost_ctx *ctx, const void *host, size_t bytes);
 
+/* A number in strtod's syntax ("inf" and "nan" included: the library judges
+ * the value) that is the whole of text and does not overflow; returns 0 (out
+ * untouched) otherwise. */
+int tool_parse_double(const char *text, double *out);
+/* A decimal integer in [lo, hi] that is the whole of text; returns 0 (out untouched) otherwise. */
+int tool_parse_int(const char *text, long long lo, long long hi, long long *out);
+
 int cmd_version(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_iou(int argc, char **argv);
