@@ -30,7 +30,8 @@ TEST_TIMEOUT ?= 1200
 
 ifeq ($(NVCC),)
 FLAVORS := cpu
-SKIPPED := sim and cuda flavors skipped: nvcc was not found on PATH or in /usr/local/cuda/bin
+SKIPPED := sim and cuda flavors skipped: $(if $(filter command line environment,$(origin NVCC)),NVCC is set \
+  empty,nvcc was not found on PATH or in /usr/local/cuda/bin)
 else
 FLAVORS := cpu sim cuda
 SKIPPED :=
@@ -216,6 +217,8 @@ install: $(BUILD)/$(BEST)/libdetpost.a $(BUILD)/$(BEST)/libdetpost.so
 	  'Name: detpost' 'Description: Object-detection post-processing on the CPU and CUDA ($(BEST) build)' \
 	  'Version: $(VERSION)' 'Libs: -L$${libdir} -ldetpost' 'Libs.private: $(PC_PRIVATE_$(BEST))' \
 	  'Cflags: -I$${includedir}' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/detpost.pc
+	@# a system install is found by the loader only once its cache knows the new library
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null 2>&1; then ldconfig; fi
 	@echo "detpost $(VERSION) ($(BEST) flavor) installed under $(DESTDIR)$(PREFIX)"
 
 # ---- the folder a GPU machine needs ----------------------------------------

@@ -51,7 +51,7 @@ detpost_status dp_cuda_device_name(int device, char *name, size_t len)
 #endif
 }
 
-detpost_status dp_cuda_init(detpost_ctx *ctx)
+static detpost_status take_device_resources(detpost_ctx *ctx)
 {
     DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
     ctx->stream = NULL;
@@ -62,6 +62,15 @@ detpost_status dp_cuda_init(detpost_ctx *ctx)
     DP_CUDA_TRY(ctx, cudaMalloc(&ctx->fault, sizeof(unsigned long long)), "allocating the fault word");
     DP_CUDA_TRY(ctx, cudaMemset(ctx->fault, 0xff, sizeof(unsigned long long)), "clearing the fault word");
     return dp_gemm_create(ctx);
+}
+
+/* A context that fails to start keeps nothing: detpost_destroy releases only
+ * what a started context holds. */
+detpost_status dp_cuda_init(detpost_ctx *ctx)
+{
+    const detpost_status st = take_device_resources(ctx);
+    if (st != DETPOST_OK) dp_cuda_release(ctx);
+    return st;
 }
 
 void dp_cuda_release(detpost_ctx *ctx)

@@ -6,13 +6,17 @@
  * Conventions
  * - Every fallible call returns a detpost_status (0 = DETPOST_OK). On failure
  *   detpost_last_error(ctx) holds a sentence naming the argument at fault and
- *   nothing has been written to the outputs.
+ *   nothing has been written to the outputs (detpost_alloc alone sets *ptr
+ *   to NULL).
  * - Tensor pointers passed to operations live in the context's memory space:
  *   host memory for a DETPOST_CPU context, device memory for DETPOST_CUDA.
  *   detpost_alloc / detpost_to_ctx / detpost_to_host move data between spaces.
  * - CUDA operations are enqueued on the context's stream and return without
  *   waiting; counts (num_keep, num_dets, ...) are written to context memory.
- *   Only detpost_synchronize, detpost_to_ctx and detpost_to_host wait.
+ *   Only detpost_synchronize, detpost_to_ctx and detpost_to_host wait, and
+ *   detpost_alloc / detpost_free / detpost_destroy, which allocate or release
+ *   device memory as cudaMalloc / cudaFree do (both may wait for the device):
+ *   call them at setup, not per frame.
  * - Parameters beyond the tensors travel in detpost_*_params structs; start
  *   from detpost_*_params_default() so fields added later keep their defaults.
  * - Sizes are int64_t. A context must be used by one host thread at a time.
@@ -107,11 +111,13 @@ int detpost_cuda_device_count(void);
 /* Memory                                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* Allocates `bytes` in the context's memory space (256-byte aligned).
- * A request of 0 bytes yields *ptr == NULL and DETPOST_OK. */
+/* Allocates `bytes` in the context's memory space (256-byte aligned; on
+ * CUDA with cudaMalloc, usable from any stream). A request of 0 bytes yields
+ * *ptr == NULL and DETPOST_OK; a failure sets *ptr to NULL. */
 detpost_status detpost_alloc(detpost_ctx *ctx, void **ptr, size_t bytes);
 /* Frees memory from detpost_alloc on the same context; NULL is ignored.
- * On CUDA the release is ordered on the context's stream. */
+ * On CUDA this is cudaFree, which waits for the work in flight on the device
+ * before the memory is released. */
 detpost_status detpost_free(detpost_ctx *ctx, void *ptr);
 /* Copies `bytes` from host memory into context memory and waits for it. */
 detpost_status detpost_to_ctx(detpost_ctx *ctx, void *dst_ctx, const void *src_host, size_t bytes);
