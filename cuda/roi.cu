@@ -277,7 +277,7 @@ __device__ __forceinline__ void align_bin(const T *__restrict__ base, int64_t sy
         for (int l = 0; l < VEC; ++l) res[l] = acc[l] / h.count;
     } else {
         const int outside = bin_has_outside(h, t, p, q);
-        for (int l = 0; l < VEC; ++l) dp_roi_max_result(acc[l], acc[l] > -INFINITY, outside, &res[l]);
+        for (int l = 0; l < VEC; ++l) res[l] = dp_roi_max_value(acc[l], acc[l] > -INFINITY, outside);
     }
 }
 
@@ -556,7 +556,7 @@ __global__ void __launch_bounds__(ROWS_THREADS, 1)
                 if (stores && live) {
                     float res;
                     if (MODE == DETPOST_ROI_AVG) res = exact_inverse ? DP_MUL(acc, inverse) : acc / count;
-                    else dp_roi_max_result(acc, acc > -INFINITY, s.ylen[p] * xlen < grid, &res);
+                    else res = dp_roi_max_value(acc, acc > -INFINITY, s.ylen[p] * xlen < grid);
                     dst[p * pw] = from_float<T>(res);
                 }
             }
@@ -588,6 +588,7 @@ __device__ __forceinline__ void align_bin_backward(const T *__restrict__ base, i
     }
     float best = -INFINITY;
     dp_roi_corner best_y = {0, 0, 0.0f, 0.0f}, best_x = best_y;
+    int best_row = t.ylo[p];
     for (int iy = t.ylo[p]; iy < t.yhi[p]; ++iy) {
         const dp_roi_corner cy = corner_y<TABLE>(h, t, p, iy);
         for (int ix = t.xlo[q]; ix < t.xhi[q]; ++ix) {
@@ -601,11 +602,12 @@ __device__ __forceinline__ void align_bin_backward(const T *__restrict__ base, i
                 best = v;
                 best_y = cy;
                 best_x = cx;
+                best_row = iy;
             }
         }
     }
-    float unused;
-    if (!dp_roi_max_result(best, best > -INFINITY, bin_has_outside(h, t, p, q), &unused)) return;
+    const int off_map_first = dp_roi_off_map_first(t.ylo[p], t.xlo[q], t.xhi[q], h.x.grid, best_row);
+    if (!dp_roi_max_takes_gradient(best, best > -INFINITY, bin_has_outside(h, t, p, q), off_map_first)) return;
     float w[4];
     dp_roi_weights(&best_y, &best_x, w);
     scatter(acc, plane + best_y.lo * sy + best_x.lo * sx, DP_MUL(g, w[0]), exponent);

@@ -101,23 +101,31 @@ static float sample_value(const void *features, int dtype, const int64_t o[4], i
                       load(features, dtype, o[2] + channel_offset), load(features, dtype, o[3] + channel_offset));
 }
 
+/* The bin's on-map samples: rows [ylo, yhi) and columns [xlo, xhi) of its
+ * grid; outside: the grid also has samples off the map. */
+typedef struct bin_run {
+    int64_t ylo, yhi, xlo, xhi;
+    int outside;
+} bin_run;
+
 /* Reduces the samples of bin (p, q) per channel into s->value: their sum in
  * AVG mode; in MAX mode the first largest sample on the map, as (value, row
- * sample, column sample) with best_y -1 where none was taken. Returns
- * whether the bin also has samples off the map. */
-static int bin_reduce(const dp_roi_job *job, const roi_frame *f, int64_t p, int64_t q, const dp_roi_cpu_scratch *s)
+ * sample, column sample) with best_y -1 where none was taken. */
+static bin_run bin_reduce(const dp_roi_job *job, const roi_frame *f, int64_t p, int64_t q,
+                          const dp_roi_cpu_scratch *s)
 {
     const int max_mode = job->mode == DETPOST_ROI_MAX;
-    int64_t ylo, yhi, xlo, xhi;
-    dp_roi_sample_run(&f->y, p, &ylo, &yhi);
-    dp_roi_sample_run(&f->x, q, &xlo, &xhi);
+    bin_run run;
+    dp_roi_sample_run(&f->y, p, &run.ylo, &run.yhi);
+    dp_roi_sample_run(&f->x, q, &run.xlo, &run.xhi);
+    run.outside = (run.yhi - run.ylo) * (run.xhi - run.xlo) < f->y.grid * f->x.grid;
     for (int64_t c = 0; c < job->c; ++c) {
         s->value[c] = max_mode ? -INFINITY : 0.0f;
         s->best_y[c] = s->best_x[c] = -1;
     }
-    for (int64_t iy = ylo; iy < yhi; ++iy) {
+    for (int64_t iy = run.ylo; iy < run.yhi; ++iy) {
         const dp_roi_corner cy = dp_roi_sample_corner(&f->y, p, iy);
-        for (int64_t ix = xlo; ix < xhi; ++ix) {
+        for (int64_t ix = run.xlo; ix < run.xhi; ++ix) {
             const dp_roi_corner cx = dp_roi_sample_corner(&f->x, q, ix);
             float w[4];
             int64_t o[4];
@@ -135,7 +143,7 @@ static int bin_reduce(const dp_roi_job *job, const roi_frame *f, int64_t p, int6
             }
         }
     }
-    return (yhi - ylo) * (xhi - xlo) < f->y.grid * f->x.grid;
+    return run;
 }
 
 void cpu_roi_align(const dp_roi_job *job, void *out, int32_t *levels, const dp_roi_cpu_scratch *s)
@@ -150,17 +158,12 @@ void cpu_roi_align(const dp_roi_job *job, void *out, int32_t *levels, const dp_r
         for (int64_t p = 0; p < job->pooled_h; ++p)
             for (int64_t q = 0; q < job->pooled_w; ++q) {
                 const int64_t o = r * os.roi + (p * job->pooled_w + q) * os.bin;
-                const int outside = bin_reduce(job, &f, p, q, s);
-                if (job->mode == DETPOST_ROI_AVG) {
-                    for (int64_t c = 0; c < job->c; ++c)
-                        store(out, job->dtype, o + c * os.channel, s->value[c] / f.count);
-                } else {
-                    for (int64_t c = 0; c < job->c; ++c) {
-                        float v;
-                        dp_roi_max_result(s->value[c], s->best_y[c] >= 0, outside, &v);
-                        store(out, job->dtype, o + c * os.channel, v);
-                    }
-                }
+                const bin_run run = bin_reduce(job, &f, p, q, s);
+                for (int64_t c = 0; c < job->c; ++c)
+                    store(out, job->dtype, o + c * os.channel,
+                          job->mode == DETPOST_ROI_AVG
+                              ? s->value[c] / f.count
+                              : dp_roi_max_value(s->value[c], s->best_y[c] >= 0, run.outside));
             }
     }
 }
@@ -230,10 +233,12 @@ void cpu_roi_align_backward(const dp_roi_job *job, const void *grad_out, const d
             for (int64_t q = 0; q < job->pooled_w; ++q) {
                 const int64_t go = r * os.roi + (p * job->pooled_w + q) * os.bin;
                 if (job->mode == DETPOST_ROI_MAX) {
-                    const int outside = bin_reduce(job, &f, p, q, s);
+                    const bin_run run = bin_reduce(job, &f, p, q, s);
                     for (int64_t c = 0; c < job->c; ++c) {
-                        float unused;
-                        if (!dp_roi_max_result(s->value[c], s->best_y[c] >= 0, outside, &unused)) continue;
+                        const int off_map_first =
+                            dp_roi_off_map_first(run.ylo, run.xlo, run.xhi, f.x.grid, s->best_y[c]);
+                        if (!dp_roi_max_takes_gradient(s->value[c], s->best_y[c] >= 0, run.outside, off_map_first))
+                            continue;
                         const dp_roi_corner cy = dp_roi_sample_corner(&f.y, p, s->best_y[c]);
                         const dp_roi_corner cx = dp_roi_sample_corner(&f.x, q, s->best_x[c]);
                         const float gv = load(grad_out, job->dtype, go + c * os.channel);

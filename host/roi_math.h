@@ -226,18 +226,34 @@ DP_HD float dp_roi_mix(const float w[4], float v1, float v2, float v3, float v4)
     return DP_MUL(w[0], v1) + DP_MUL(w[1], v2) + DP_MUL(w[2], v3) + DP_MUL(w[3], v4);
 }
 
-/* MAX mode's result for a bin: `best` is the largest sample on the map
- * (found: one was taken), `outside`: some samples lie off the map and count
- * as 0. Returns whether the taken sample is the bin's maximum (its gradient
- * flows) and stores the value. */
-DP_HD int dp_roi_max_result(float best, int found, int outside, float *value)
+/* MAX mode's value of a bin: `best` is the largest sample on the map
+ * (found: there was one), `outside`: some samples lie off the map and count
+ * as 0 (mmcv), so the bin takes max(best, 0) then. */
+DP_HD float dp_roi_max_value(float best, int found, int outside)
 {
-    if (found && (!outside || best >= 0.0f)) {
-        *value = best;
-        return 1;
-    }
-    *value = 0.0f;
-    return 0;
+    if (!found) return 0.0f;
+    return !outside || best > 0.0f ? best : 0.0f;
+}
+
+/* Whether a sample off the map comes before on-map sample row `by` of a bin
+ * in row-major sample order, when the on-map samples are the run
+ * [ylo, yhi) x [xlo, xhi) of a grid `gx` samples wide: every row above the
+ * run, the start of the sample's own row, or the end of an earlier row. */
+DP_HD int dp_roi_off_map_first(int64_t ylo, int64_t xlo, int64_t xhi, int64_t gx, int64_t by)
+{
+    return ylo > 0 || xlo > 0 || (by > ylo && xhi < gx);
+}
+
+/* Whether MAX mode's gradient flows to the first largest on-map sample (its
+ * row `by`, see dp_roi_off_map_first for off_map_first): it must be the first
+ * maximum of all the bin's samples, the off-map ones counting as 0. So a
+ * maximum of exactly 0 after an off-map sample (a map of zeros after a ReLU,
+ * a RoI hanging off the map) takes no gradient, as the off-map sample won. */
+DP_HD int dp_roi_max_takes_gradient(float best, int found, int outside, int off_map_first)
+{
+    if (!found) return 0;
+    if (!outside || best > 0.0f) return 1;
+    return best == 0.0f && !off_map_first;
 }
 
 /* ---- RoI Pool ------------------------------------------------------------ */

@@ -780,6 +780,52 @@ Test(roi, align_backward_long_sample_runs)
     check_backward_backends(GRAD_ALIGN, DETPOST_ROI_MAX, 4, 1, 33, 4);
 }
 
+/* MAX mode where the bin's maximum is exactly 0 and samples lie off the map
+ * (which count as 0): the gradient goes to the first maximum in row-major
+ * sample order, so nowhere when an off-map sample comes first. One 1 x 1 bin
+ * of 2 x 2 samples (aligned 0) on a 4 x 4 map; the sum of grad_features is
+ * the gradient that reached the map (1 when an on-map sample won). */
+static void check_max_zero_ties(detpost_backend backend)
+{
+    static const struct {
+        float roi[5];
+        float first_row; /* value of the map's row 0; the other rows are 0 */
+        float want_sum;
+        const char *what;
+    } cases[] = {
+        {{0, -3, 0, 1, 2}, 0.0f, 0.0f, "x samples -2 (off) and 0: the off-map sample is first"},
+        {{0, 0, 0, 7, 1}, 0.0f, 1.0f, "x samples 1.75 and 5.25 (off): the on-map sample is first"},
+        {{0, 0, 0, 7, 2}, -1.0f, 0.0f, "row 0 is -0.5 then off-map, row 1 is 0: the end of row 0 is first"},
+        {{0, 0, 0, 3, 2}, -1.0f, 1.0f, "every sample on the map: row 1's 0 is the maximum"},
+    };
+    detpost_ctx *ctx = t_ctx(backend);
+    detpost_roi_params p = detpost_roi_params_default();
+    p.pooled_h = p.pooled_w = 1, p.sampling_ratio = 2, p.aligned = 0, p.mode = DETPOST_ROI_MAX;
+    const float grad_out[1] = {1.0f};
+    for (int sch = 0; sch < (backend == DETPOST_CUDA ? t_schedule_count() : 1); ++sch) {
+        if (backend == DETPOST_CUDA) t_set_schedule(t_schedule(sch));
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; ++k) {
+            float features[16] = {0};
+            for (int x = 0; x < 4; ++x) features[x] = cases[k].first_row;
+            const roi_input in = {features, 1, 1, 4, 4, cases[k].roi, 1};
+            float *out = run_forward(ctx, &p, &in, NULL);
+            cr_assert_eq(out[0], 0.0f, "%s: forward %g", cases[k].what, (double)out[0]);
+            float *grad = run_backward(ctx, &p, &in, grad_out, GRAD_ALIGN, NULL);
+            double sum = 0;
+            for (int i = 0; i < 16; ++i) sum += grad[i];
+            cr_assert_eq(sum, cases[k].want_sum, "%s: gradient sum %g, want %g", cases[k].what, sum,
+                         (double)cases[k].want_sum);
+            free(out), free(grad);
+        }
+    }
+    detpost_destroy(ctx);
+}
+
+Test(roi, max_gradient_of_zero_ties_cpu) { check_max_zero_ties(DETPOST_CPU); }
+#if TEST_HAS_CUDA
+Test(roi, max_gradient_of_zero_ties_cuda) { check_max_zero_ties(DETPOST_CUDA); }
+#endif
+
 /* A non-finite grad_out cannot be held in fixed point: deterministic mode
  * answers NaN everywhere, on both backends, rather than a wrong number. */
 static void check_nonfinite_gradient(detpost_backend backend)
