@@ -762,7 +762,7 @@ __global__ void fixed_to_grad(const int64_t *__restrict__ acc, const uint32_t *_
     int stop;
     const int exponent = fixed_exponent_of(max_bits, weight_log2, &stop);
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = from_float<T>(stop ? dp_bits_float(0x7fc00000u) : dp_from_fixed(acc[i], exponent));
+        out[i] = from_float<T>(stop ? dp_bits_float(0x7fc00000u) : dp_from_fixed(acc[i], exponent, sizeof(T) == 2 ? DETPOST_F16 : DETPOST_F32));
 }
 
 __global__ void float_to_half_grad(const float *__restrict__ acc, int64_t n, uint16_t *__restrict__ out)

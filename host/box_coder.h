@@ -63,8 +63,8 @@ DP_HD void dp_box_decode(const detpost_box_coder *c, const float *p, const float
     }
     float d[4];
     for (int k = 0; k < 4; ++k) {
-        const float v = DP_MUL(deltas[k], c->stds[k]) + c->means[k];
-        d[k] = v == v ? v : 0.0f;
+        const float raw = deltas[k] == deltas[k] ? deltas[k] : 0.0f; /* before the means, which may be non-zero */
+        d[k] = DP_MUL(raw, c->stds[k]) + c->means[k];
     }
     const float dw = fminf(fmaxf(d[2], -c->clamp), c->clamp);
     const float dh = fminf(fmaxf(d[3], -c->clamp), c->clamp);

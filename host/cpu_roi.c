@@ -215,7 +215,7 @@ static void finish_backward(const dp_roi_job *job, const grad_sink *k)
     const dp_roi_grad *g = k->g;
     if (g->acc_fixed)
         for (int64_t i = 0; i < g->elements; ++i)
-            store(g->grad_features, job->dtype, i, dp_from_fixed(g->acc_fixed[i], k->exponent));
+            store(g->grad_features, job->dtype, i, dp_from_fixed(g->acc_fixed[i], k->exponent, job->dtype));
     else if (g->acc_float)
         for (int64_t i = 0; i < g->elements; ++i) store(g->grad_features, job->dtype, i, g->acc_float[i]);
 }

@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "../include/detpost.h"
 #include "box_math.h"
 #include "half.h"
 
@@ -319,6 +320,33 @@ DP_HD int64_t dp_to_fixed(float v, int e)
 #endif
 }
 
-DP_HD float dp_from_fixed(int64_t sum, int e) { return (float)DP_DMUL((double)sum, dp_pow2(-e)); }
+/* sum * 2^-e rounded once, to nearest even, to the precision of `dtype`
+ * (float: 24 significant bits, normal from 2^-126; half: 11 bits, normal
+ * from 2^-14), so that storing the result as dtype rounds nothing again.
+ * Going through a double first would round twice: 2^60 + 2^36 + 1 became
+ * 2^60 instead of 2^60 + 2^37. */
+DP_HD float dp_from_fixed(int64_t sum, int e, int dtype)
+{
+    if (sum == 0) return 0.0f;
+    const int digits = dtype == DETPOST_F16 ? 11 : 24, min_exp = dtype == DETPOST_F16 ? -14 : -126;
+    uint64_t mag = sum < 0 ? 0 - (uint64_t)sum : (uint64_t)sum;
+#if defined(__CUDA_ARCH__)
+    const int top = 63 - __clzll((long long)mag);
+#else
+    const int top = 63 - __builtin_clzll(mag);
+#endif
+    /* the exponent of the result's leading digit (the subnormal range keeps min_exp's last digit) */
+    const int lead = top - e > min_exp ? top - e : min_exp;
+    const int drop = lead - (digits - 1) + e; /* bits of mag below the result's last digit */
+    if (drop >= 63) return sum < 0 ? -0.0f : 0.0f; /* |sum| < 2^61: under half of that digit */
+    if (drop > 0) {
+        const uint64_t rest = mag & ((1ull << drop) - 1), half = 1ull << (drop - 1);
+        mag >>= drop;
+        if (rest > half || (rest == half && (mag & 1u))) ++mag;
+        mag <<= drop;
+    }
+    const float v = (float)DP_DMUL((double)mag, dp_pow2(-e)); /* exact: at most digits + 1 significant bits */
+    return sum < 0 ? -v : v;
+}
 
 #endif

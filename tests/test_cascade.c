@@ -231,6 +231,23 @@ Test(coder, clamp_bounds_every_scale_factor)
     detpost_destroy(cpu);
 }
 
+/* A NaN delta decodes as a delta of 0, also where the coder's means would
+ * move a de-normalised 0. */
+Test(coder, nan_deltas_decode_as_zero_with_means)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU);
+    detpost_box_coder coder = detpost_box_coder_default();
+    coder.means[0] = 0.5f, coder.means[1] = -0.25f, coder.means[2] = 0.1f, coder.means[3] = -0.2f;
+    const float rois[2 * 5] = {0, 0, 0, 10, 10, 0, 0, 0, 10, 10};
+    const float deltas[2 * 4] = {NAN, NAN, NAN, NAN, 0, 0, 0, 0};
+    float out[10];
+    cr_assert_eq(detpost_box_decode(cpu, &coder, rois, deltas, 2, 1, NULL, NULL, 0, out), DETPOST_OK);
+    cr_assert_neq(out[1], rois[1], "the means move a zero delta (x1 %g)", (double)out[1]);
+    for (int k = 0; k < 5; ++k)
+        cr_assert_eq(out[k], out[5 + k], "column %d: NaN gives %g, 0 gives %g", k, (double)out[k], (double)out[5 + k]);
+    detpost_destroy(cpu);
+}
+
 #if TEST_HAS_CUDA
 /* Decode is bit-identical on both backends: every decision made on decoded
  * boxes (empty-box drops, the next stage's IoU) is the same. */

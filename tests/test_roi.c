@@ -780,6 +780,37 @@ Test(roi, align_backward_long_sample_runs)
     check_backward_backends(GRAD_ALIGN, DETPOST_ROI_MAX, 4, 1, 33, 4);
 }
 
+/* The deterministic backward's conversion rounds the exact fixed-point sum
+ * once to the output type: cases where a double in between would round
+ * twice, the subnormal ranges, and random sums against long double (which
+ * holds every int64 exactly, so one rounding to float is exact there). */
+Test(roi, fixed_point_sums_round_once)
+{
+    const int64_t two60 = (int64_t)1 << 60;
+    cr_assert_eq(dp_from_fixed(two60 + ((int64_t)1 << 36) + 1, 0, DETPOST_F32), 0x1.000002p60f);
+    cr_assert_eq(dp_from_fixed(-(two60 + ((int64_t)1 << 36) + 1), 0, DETPOST_F32), -0x1.000002p60f);
+    cr_assert_eq(dp_from_fixed(two60 + ((int64_t)1 << 36), 0, DETPOST_F32), 0x1p60f, "a tie goes to even");
+    /* half: 1 + 2^-11 + 2^-40 is above the tie between 1 and 1 + 2^-10 */
+    const int64_t one = (int64_t)1 << 40;
+    cr_assert_eq(dp_float_to_half(dp_from_fixed(one + ((int64_t)1 << 29) + 1, 40, DETPOST_F16)), 0x3c01);
+    cr_assert_eq(dp_float_to_half(dp_from_fixed(one + ((int64_t)1 << 29), 40, DETPOST_F16)), 0x3c00);
+    /* subnormal ranges: half's last digit is 2^-24, float's 2^-149 */
+    cr_assert_eq(dp_from_fixed(3, 25, DETPOST_F16), 0x1p-23f, "3 * 2^-25 is 1.5 digits: a tie, to even, 2");
+    cr_assert_eq(dp_from_fixed(1, 25, DETPOST_F16), 0.0f, "2^-25 is a tie: to even, 0");
+    cr_assert_eq(dp_from_fixed(3, 150, DETPOST_F32), 0x1p-148f, "3 * 2^-150 is 1.5 digits: a tie, to even, 2");
+    cr_assert_eq(dp_from_fixed(0, 7, DETPOST_F32), 0.0f);
+    t_rng rng = {404};
+    for (int i = 0; i < 100000; ++i) {
+        const int64_t mag = (int64_t)(t_next(&rng) >> (3 + t_next(&rng) % 60));
+        const int64_t sum = t_next(&rng) % 2 ? mag : -mag;
+        const int e = (int)(t_next(&rng) % 200) - 20;
+        const float want = (float)ldexpl((long double)sum, -e);
+        const float got = dp_from_fixed(sum, e, DETPOST_F32);
+        cr_assert(got == want || (got == 0 && want == 0), "sum %lld e %d: %a, want %a", (long long)sum, e,
+                  (double)got, (double)want);
+    }
+}
+
 /* MAX mode where the bin's maximum is exactly 0 and samples lie off the map
  * (which count as 0): the gradient goes to the first maximum in row-major
  * sample order, so nowhere when an off-map sample comes first. One 1 x 1 bin
