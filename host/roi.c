@@ -61,13 +61,21 @@ static detpost_status check_params(detpost_ctx *ctx, const detpost_roi_params *q
     return DETPOST_OK;
 }
 
+/* The names a message gives a map's sizes: the arguments n, c, h, w of a
+ * single-level op; pyramid->n ... pyramid->levels[i].w for a pyramid. */
+typedef struct map_names {
+    const char *n, *c, *h, *w;
+} map_names;
+
+static const map_names arguments = {"n", "c", "h", "w"};
+
 /* Sizes of a feature tensor; *elements = n * c * h * w. */
-static detpost_status check_map(detpost_ctx *ctx, const char *name, int64_t n, int64_t c, int64_t h, int64_t w,
-                                int pool, int64_t *elements)
+static detpost_status check_map(detpost_ctx *ctx, const char *name, const map_names *dims, int64_t n, int64_t c,
+                                int64_t h, int64_t w, int pool, int64_t *elements)
 {
     detpost_status st;
-    if ((st = dp_check_size(ctx, n, "n")) || (st = dp_check_size(ctx, c, "c")) || (st = dp_check_size(ctx, h, "h")) ||
-        (st = dp_check_size(ctx, w, "w")))
+    if ((st = dp_check_size(ctx, n, dims->n)) || (st = dp_check_size(ctx, c, dims->c)) ||
+        (st = dp_check_size(ctx, h, dims->h)) || (st = dp_check_size(ctx, w, dims->w)))
         return st;
     if (h > INT32_MAX || w > INT32_MAX)
         return dp_fail(ctx, DETPOST_ERR_UNSUPPORTED, "%s: h and w must be below 2^31 (h %lld, w %lld)", name,
@@ -82,11 +90,12 @@ static detpost_status check_map(detpost_ctx *ctx, const char *name, int64_t n, i
 }
 
 /* check_map, then the tensor's pointer. */
-static detpost_status check_map_tensor(detpost_ctx *ctx, const char *name, const void *tensor, int64_t n, int64_t c,
-                                       int64_t h, int64_t w, int pool, int64_t *elements)
+static detpost_status check_map_tensor(detpost_ctx *ctx, const char *name, const map_names *dims, const void *tensor,
+                                       int64_t n, int64_t c, int64_t h, int64_t w, int pool, int64_t *elements)
 {
     detpost_status st;
-    if ((st = check_map(ctx, name, n, c, h, w, pool, elements)) || (st = dp_check_tensor(ctx, tensor, *elements, name)))
+    if ((st = check_map(ctx, name, dims, n, c, h, w, pool, elements)) ||
+        (st = dp_check_tensor(ctx, tensor, *elements, name)))
         return st;
     return DETPOST_OK;
 }
@@ -173,7 +182,7 @@ detpost_status detpost_roi_workspace_size(detpost_ctx *ctx, const detpost_roi_pa
     const detpost_roi_params q = p ? *p : detpost_roi_params_default();
     int64_t elements;
     if ((st = dp_check_ptr(ctx, bytes, "bytes")) || (st = check_params(ctx, &q)) ||
-        (st = check_map(ctx, "features", n, c, h, w, 0, &elements)))
+        (st = check_map(ctx, "features", &arguments, n, c, h, w, 0, &elements)))
         return st;
     dp_carver measure = {NULL, 0};
     roi_ws ws;
@@ -237,11 +246,12 @@ detpost_status detpost_roi_align(detpost_ctx *ctx, const detpost_roi_params *p, 
     if (st != DETPOST_OK) return st;
     const detpost_roi_params q = p ? *p : detpost_roi_params_default();
     int64_t elements, out_elements;
-    if ((st = check_params(ctx, &q)) || (st = check_map_tensor(ctx, "features", features, n, c, h, w, 0, &elements)) ||
+    if ((st = check_params(ctx, &q)) ||
+        (st = check_map_tensor(ctx, "features", &arguments, features, n, c, h, w, 0, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, out, "out", &out_elements)))
         return st;
-    if (out_elements == 0) return DETPOST_OK;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
+    if (out_elements == 0) return DETPOST_OK;
     const dp_roi_job job = single_level_job(&q, features, n, c, h, w, rois, num_rois);
     roi_ws ws;
     if ((st = carve_workspace(ctx, &q, c, elements, 0, &ws))) return st;
@@ -271,12 +281,12 @@ static detpost_status align_backward(detpost_ctx *ctx, const detpost_roi_params 
                        "p->mode must be DETPOST_ROI_MAX for detpost_roi_align_max_backward (p %s)",
                        p ? "has DETPOST_ROI_AVG" : "is NULL");
     int64_t elements, out_elements;
-    if ((st = check_map_tensor(ctx, "grad_features", grad_features, n, c, h, w, 0, &elements)) ||
+    if ((st = check_map_tensor(ctx, "grad_features", &arguments, grad_features, n, c, h, w, 0, &elements)) ||
         (max_entry && (st = dp_check_tensor(ctx, features, elements, "features"))) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, grad_out, "grad_out", &out_elements)))
         return st;
-    if (elements == 0) return DETPOST_OK;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
+    if (elements == 0) return DETPOST_OK;
     const dp_roi_job job = single_level_job(&q, features, n, c, h, w, rois, num_rois);
     roi_ws ws;
     if ((st = carve_grad_workspace(ctx, &q, c, elements, num_rois, grad_features, &ws))) return st;
@@ -311,12 +321,13 @@ detpost_status detpost_roi_pool(detpost_ctx *ctx, const detpost_roi_params *p, c
     if (st != DETPOST_OK) return st;
     const detpost_roi_params q = p ? *p : detpost_roi_params_default();
     int64_t elements, out_elements;
-    if ((st = check_params(ctx, &q)) || (st = check_map_tensor(ctx, "features", features, n, c, h, w, 1, &elements)) ||
+    if ((st = check_params(ctx, &q)) ||
+        (st = check_map_tensor(ctx, "features", &arguments, features, n, c, h, w, 1, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, out, "out", &out_elements)))
         return st;
     if (argmax != NULL && (st = dp_check_tensor(ctx, argmax, out_elements, "argmax"))) return st;
-    if (out_elements == 0) return DETPOST_OK;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
+    if (out_elements == 0) return DETPOST_OK;
     const dp_roi_job job = single_level_job(&q, features, n, c, h, w, rois, num_rois);
     if (ctx->backend == DETPOST_CPU) {
         cpu_roi_pool(&job, out, argmax);
@@ -334,12 +345,12 @@ detpost_status detpost_roi_pool_backward(detpost_ctx *ctx, const detpost_roi_par
     const detpost_roi_params q = p ? *p : detpost_roi_params_default();
     int64_t elements, out_elements;
     if ((st = check_params(ctx, &q)) ||
-        (st = check_map_tensor(ctx, "grad_features", grad_features, n, c, h, w, 1, &elements)) ||
+        (st = check_map_tensor(ctx, "grad_features", &arguments, grad_features, n, c, h, w, 1, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, grad_out, "grad_out", &out_elements)) ||
         (st = dp_check_tensor(ctx, argmax, out_elements, "argmax")))
         return st;
-    if (elements == 0) return DETPOST_OK;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
+    if (elements == 0) return DETPOST_OK;
     if (ctx->backend == DETPOST_CPU)
         for (int64_t i = 0; i < out_elements; ++i)
             if (argmax[i] < -1 || argmax[i] >= h * w)
@@ -378,10 +389,14 @@ static detpost_status check_pyramid(detpost_ctx *ctx, const detpost_roi_params *
                        f->canonical_level);
     for (int i = 0; i < f->num_levels; ++i) {
         const detpost_pyramid_level *lv = &f->levels[i];
-        char name[64];
+        char name[64], h_name[64], w_name[64];
         snprintf(name, sizeof name, "pyramid->levels[%d].features", i);
+        snprintf(h_name, sizeof h_name, "pyramid->levels[%d].h", i);
+        snprintf(w_name, sizeof w_name, "pyramid->levels[%d].w", i);
+        const map_names dims = {"pyramid->n", "pyramid->c", h_name, w_name};
         int64_t elements;
-        if ((st = check_map_tensor(ctx, name, lv->features, f->n, f->c, lv->h, lv->w, 0, &elements))) return st;
+        if ((st = check_map_tensor(ctx, name, &dims, lv->features, f->n, f->c, lv->h, lv->w, 0, &elements)))
+            return st;
         if (!(lv->spatial_scale > 0.0f) || !dp_finite(lv->spatial_scale))
             return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT,
                            "pyramid->levels[%d].spatial_scale must be finite and > 0, not %g", i,
@@ -402,8 +417,8 @@ detpost_status detpost_multilevel_roi_align(detpost_ctx *ctx, const detpost_roi_
         (st = check_rois_and_out(ctx, &q, rois, num_rois, pyramid->c, out, "out", &out_elements)))
         return st;
     if (levels != NULL && (st = dp_check_tensor(ctx, levels, num_rois, "levels"))) return st;
-    if (num_rois == 0 || (out_elements == 0 && levels == NULL)) return DETPOST_OK;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, pyramid->n))) return st;
+    if (num_rois == 0 || (out_elements == 0 && levels == NULL)) return DETPOST_OK;
 
     dp_roi_job job = single_level_job(&q, NULL, pyramid->n, pyramid->c, 0, 0, rois, num_rois);
     job.num_levels = pyramid->num_levels;

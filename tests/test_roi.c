@@ -1221,6 +1221,15 @@ Test(roi, bad_input_gets_status_and_message)
     cr_assert_eq(detpost_roi_pool_backward(cpu, &p, out, NULL, rois, 2, 2, 1, 6, 7, grad),
                  DETPOST_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(detpost_last_error(cpu), "argmax is NULL") != NULL, "%s", detpost_last_error(cpu));
+    /* an invalid row is an error even where the map is empty and nothing is computed */
+    cr_assert_eq(detpost_roi_align_backward(cpu, &p, out, r, 2, 1, 1, 0, 7, grad), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(cpu), "rois[1]") != NULL, "%s", detpost_last_error(cpu));
+    const int32_t empty_arg[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    cr_assert_eq(detpost_roi_pool_backward(cpu, &p, out, empty_arg, r, 2, 1, 1, 0, 7, grad),
+                 DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(cpu), "rois[1]") != NULL, "%s", detpost_last_error(cpu));
+    cr_assert_eq(detpost_roi_align(cpu, &p, features, 1, 0, 6, 7, r, 2, out), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(cpu), "rois[1]") != NULL, "%s", detpost_last_error(cpu));
 
     /* pyramid */
     detpost_feature_pyramid f = detpost_feature_pyramid_default();
@@ -1231,8 +1240,8 @@ Test(roi, bad_input_gets_status_and_message)
     struct {
         detpost_feature_pyramid f;
         const char *needle;
-    } bad_pyr[9];
-    for (int i = 0; i < 9; ++i) bad_pyr[i].f = f;
+    } bad_pyr[11];
+    for (int i = 0; i < 11; ++i) bad_pyr[i].f = f;
     for (int k = 0; k < 8; ++k) out[k] = -7.0f;
     bad_pyr[0].f.num_levels = 0, bad_pyr[0].needle = "num_levels";
     bad_pyr[1].f.num_levels = 9, bad_pyr[1].needle = "num_levels";
@@ -1243,8 +1252,11 @@ Test(roi, bad_input_gets_status_and_message)
     bad_pyr[6].f.levels[0].spatial_scale = -1, bad_pyr[6].needle = "levels[0].spatial_scale";
     bad_pyr[7].f.num_levels = 2, bad_pyr[7].needle = "pyramid->levels[1].features is NULL";
     bad_pyr[7].f.levels[1] = (detpost_pyramid_level){NULL, 3, 4, 0.125f};
-    bad_pyr[8].f.levels[0].h = -1, bad_pyr[8].needle = "h is negative";
-    for (int i = 0; i < 9; ++i) {
+    bad_pyr[8].f.levels[0].h = -1, bad_pyr[8].needle = "pyramid->levels[0].h is negative";
+    bad_pyr[9].f.num_levels = 2, bad_pyr[9].needle = "pyramid->levels[1].w is negative";
+    bad_pyr[9].f.levels[1] = (detpost_pyramid_level){features, 3, -4, 0.125f};
+    bad_pyr[10].f.n = -2, bad_pyr[10].needle = "pyramid->n is negative";
+    for (int i = 0; i < 11; ++i) {
         cr_assert_eq(detpost_multilevel_roi_align(cpu, &p, &bad_pyr[i].f, rois, 2, out, NULL),
                      DETPOST_ERR_INVALID_ARGUMENT, "pyramid case %d", i);
         cr_assert(strstr(detpost_last_error(cpu), bad_pyr[i].needle) != NULL, "pyramid case %d: '%s' lacks '%s'", i,

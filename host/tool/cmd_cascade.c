@@ -46,8 +46,8 @@ static double uniform(rng *r)
 static double normal(rng *r) { return sqrt(-2.0 * log(uniform(r))) * cos(6.283185307179586 * uniform(r)); }
 
 /* Bounds of the synthetic scene's size on the command line. */
-#define MAX_IMAGES 4096
-#define MAX_PROPOSALS 100000
+#define MAX_IMAGES 64
+#define MAX_PROPOSALS 20000
 
 typedef struct scene {
     int64_t images, objects, proposals; /* per image */
@@ -69,13 +69,16 @@ static void displace(const float *g, double dx, double dy, double dw, double dh,
     p[0] = (float)(px - pw / 2), p[1] = (float)(py - ph / 2), p[2] = (float)(px + pw / 2), p[3] = (float)(py + ph / 2);
 }
 
-static void make_scene(scene *s, rng *r)
+/* Returns 0 when memory runs out (the caller frees what was allocated). */
+static int make_scene(scene *s, rng *r)
 {
     const int64_t ng = s->images * s->objects, np = s->images * s->proposals;
     s->gt = malloc((size_t)ng * 16), s->labels = malloc((size_t)ng * 4);
     s->boxes = malloc((size_t)np * 16), s->origin = malloc((size_t)np * 16), s->rois = malloc((size_t)np * 20);
     s->num_gt = malloc((size_t)s->images * 4), s->num_proposals = malloc((size_t)s->images * 4);
     s->sizes = malloc((size_t)s->images * 8);
+    if (!s->gt || !s->labels || !s->boxes || !s->origin || !s->rois || !s->num_gt || !s->num_proposals || !s->sizes)
+        return 0;
     for (int64_t b = 0; b < s->images; ++b) {
         s->num_gt[b] = (int32_t)s->objects, s->num_proposals[b] = (int32_t)s->proposals;
         s->sizes[b * 2] = IMAGE_H, s->sizes[b * 2 + 1] = IMAGE_W;
@@ -94,6 +97,7 @@ static void make_scene(scene *s, rng *r)
         memcpy(s->origin + i * 4, g, 16);
         displace(g, sx * normal(r), sx * normal(r), sw * normal(r), sw * normal(r), s->boxes + i * 4);
     }
+    return 1;
 }
 
 static void free_scene(scene *s)
@@ -265,7 +269,10 @@ int cmd_cascade(int argc, char **argv)
         }
     }
     rng r = {seed};
-    make_scene(&s, &r);
+    if (!make_scene(&s, &r)) {
+        free_scene(&s);
+        return tool_fail(DETPOST_ERR_OUT_OF_MEMORY, "out of host memory for the synthetic images");
+    }
     stage_report rep[STAGES];
     memset(rep, 0, sizeof rep);
     detpost_ctx *ctx = tool_open(backend);
