@@ -69,7 +69,9 @@
  *      image's classes need no host-side count - runs hard / DIoU NMS (a
  *      window of 256 candidates against the kept boxes, then a sequential
  *      pass over the window's 256 x 256 bit mask in shared memory) or
- *      soft-NMS as above, and writes a (score, box, class) key per slot;
+ *      soft-NMS as above, and writes a (score, box, class) key per slot (a
+ *      class-agnostic segment, one per image, first drops each class's kept
+ *      detections past max_per_class: one thread walks the short kept list);
  *   4. a second segmented sort orders each image's kept detections, and the
  *      best max_per_image are written with their padding.
  * Every key is unique (it carries the box index), so the results do not
@@ -201,6 +203,42 @@ __device__ __forceinline__ void finish_segment(const segment_view &v, int64_t ke
                                        (uint64_t)tiebreak[kept_pos[v.lo + j]]
                                  : NO_KEY;
     }
+}
+
+/* Class-agnostic batched NMS keeps at most `limit` detections of each class:
+ * the first ones of the class in selection order. The group's NMS runs
+ * without the limit, so the detections dropped here still suppressed what
+ * they overlap, as the CPU reference has it. */
+struct dp_class_cap {
+    const int32_t *cls;     /* the class of every slot */
+    int32_t *counts;        /* [images, classes] scratch */
+    int64_t limit, classes; /* limit 0: no cap */
+};
+
+/* Compacts a segment's kept list (kept_pos, kept_score in selection order)
+ * to the detections under the cap; returns the new count to every thread.
+ * One thread walks the list: it is in selection order, and the cap only
+ * applies to class-agnostic groups, one per image. */
+__device__ int64_t cap_per_class(const dp_class_cap &cap, const segment_view &v, int64_t kept, int32_t *kept_pos,
+                                 float *kept_score)
+{
+    DP_SHARED(int64_t, capped, [1]);
+    int32_t *counts = cap.counts + v.image * cap.classes;
+    for (int64_t c = threadIdx.x; c < cap.classes; c += blockDim.x) counts[c] = 0;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int64_t w = 0;
+        for (int64_t k = 0; k < kept; ++k) {
+            const int32_t pos = kept_pos[v.lo + k];
+            if (counts[cap.cls[pos]]++ >= cap.limit) continue;
+            kept_pos[v.lo + w] = pos;
+            kept_score[v.lo + w] = kept_score[v.lo + k];
+            ++w;
+        }
+        capped[0] = w;
+    }
+    __syncthreads();
+    return capped[0];
 }
 
 /* ---- single-class: keys, gather, output ------------------------------------ */
@@ -470,8 +508,8 @@ template <int MODE>
 __global__ void __launch_bounds__(HARD_WINDOW)
     nms_segment_hard(dp_segments segs, const dp_box *__restrict__ box, const float *__restrict__ score,
                      const int32_t *__restrict__ tiebreak, float iou_threshold, float offset, int64_t limit,
-                     int32_t *__restrict__ kept_pos, float *__restrict__ kept_score, int32_t *__restrict__ kept_count,
-                     uint64_t *__restrict__ final_keys, int fbits)
+                     dp_class_cap cap, int32_t *__restrict__ kept_pos, float *__restrict__ kept_score,
+                     int32_t *__restrict__ kept_count, uint64_t *__restrict__ final_keys, int fbits)
 {
     constexpr int WORDS = HARD_WINDOW / 64;
     DP_SHARED(dp_box, window, [HARD_WINDOW]);
@@ -527,6 +565,7 @@ __global__ void __launch_bounds__(HARD_WINDOW)
             kept = shared_kept[0];
             if (limit > 0 && kept >= limit) break;
         }
+        if (cap.limit > 0) kept = cap_per_class(cap, v, kept, kept_pos, kept_score);
         finish_segment(v, kept, kept_pos, kept_score, tiebreak, kept_count, final_keys, fbits);
         __syncthreads(); /* shared memory is reused by the next segment */
     }
@@ -987,8 +1026,8 @@ __global__ void __launch_bounds__(1024)
     nms_segment_soft(dp_segments segs, const dp_box *__restrict__ box, const float *__restrict__ score,
                      const int32_t *__restrict__ tiebreak, float *__restrict__ cur, word_t *__restrict__ rank,
                      float iou_threshold, float sigma, float min_score, float offset, int64_t limit,
-                     int32_t *__restrict__ kept_pos, float *__restrict__ kept_score, int32_t *__restrict__ kept_count,
-                     uint64_t *__restrict__ final_keys, int fbits)
+                     dp_class_cap cap, int32_t *__restrict__ kept_pos, float *__restrict__ kept_score,
+                     int32_t *__restrict__ kept_count, uint64_t *__restrict__ final_keys, int fbits)
 {
     const soft_smem sm = soft_shared();
     soft_state &state = *sm.st;
@@ -1015,7 +1054,8 @@ __global__ void __launch_bounds__(1024)
             const word_t threshold = soft_lead<METHOD>(s, fixed, negative, limit, sm, kept_pos, kept_score);
             if (soft_done(threshold, state, limit)) break;
         }
-        finish_segment(s.v, state.kept, kept_pos, kept_score, tiebreak, kept_count, final_keys, fbits);
+        const int64_t kept = cap.limit > 0 ? cap_per_class(cap, s.v, state.kept, kept_pos, kept_score) : state.kept;
+        finish_segment(s.v, kept, kept_pos, kept_score, tiebreak, kept_count, final_keys, fbits);
         __syncthreads(); /* the shared state is reset for the next segment */
     }
 }
@@ -1273,7 +1313,8 @@ static detpost_status soft_prepare(detpost_ctx *ctx)
  * calls for) are also the most candidates a round decides among. */
 template <int METHOD>
 static detpost_status launch_soft(detpost_ctx *ctx, const dp_segments &segs, int64_t expected,
-                                  const detpost_nms_params *p, int64_t limit, const dp_box *box, const float *score,
+                                  const detpost_nms_params *p, int64_t limit, const dp_class_cap &cap,
+                                  const dp_box *box, const float *score,
                                   const int32_t *tiebreak, float *cur, word_t *rank, int32_t *kept_pos,
                                   float *kept_score, int32_t *kept_count, uint64_t *final_keys, int fbits)
 {
@@ -1285,8 +1326,8 @@ static detpost_status launch_soft(detpost_ctx *ctx, const dp_segments &segs, int
     dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(threads), threads * SOFT_CANDIDATE_BYTES, dp_stream(ctx));
     DP_CUDA_TRY(ctx,
                 DP_LAUNCH(nms_segment_soft<METHOD>, cfg, segs, box, score, tiebreak, cur, rank, p->iou_threshold,
-                          p->sigma, p->min_score, p->offset, limit, kept_pos, kept_score, kept_count, final_keys,
-                          fbits),
+                          p->sigma, p->min_score, p->offset, limit, cap, kept_pos, kept_score, kept_count,
+                          final_keys, fbits),
                 "launching the soft-NMS kernel");
     return DETPOST_OK;
 }
@@ -1320,7 +1361,8 @@ static detpost_status run_soft(detpost_ctx *ctx, const detpost_nms_params *p, in
         known = -1;
     }
     const dp_segments segs = {ws.state, nullptr, n, 1, 1};
-    return launch_soft<METHOD>(ctx, segs, n, p, p->max_output, ws.box, ws.score, ws.order, ws.cur, ws.rank,
+    const dp_class_cap no_cap = {nullptr, nullptr, 0, 0};
+    return launch_soft<METHOD>(ctx, segs, n, p, p->max_output, no_cap, ws.box, ws.score, ws.order, ws.cur, ws.rank,
                                ws.kept_pos, ws.kept_score, ws.state + 1, nullptr, 0);
 }
 
@@ -1585,6 +1627,7 @@ struct batched_ws {
     float *score;
     int32_t *tiebreak, *cls, *kept_pos;
     float *kept_score, *cur;
+    int32_t *class_counts; /* [batch, classes]: class-agnostic groups with max_per_class */
     void *sort_temp;
     size_t sort_temp_bytes;
 };
@@ -1607,6 +1650,8 @@ static size_t batched_layout(dp_carver *c, const detpost_batched_nms_params *p, 
     ws->kept_pos = (int32_t *)dp_carve(c, slots * sizeof(int32_t));
     ws->kept_score = (float *)dp_carve(c, slots * sizeof(float));
     if (dp_nms_is_soft(p->nms.method)) ws->cur = (float *)dp_carve(c, slots * sizeof(float));
+    if (sh.agnostic && p->max_per_class > 0)
+        ws->class_counts = (int32_t *)dp_carve(c, images * (size_t)sh.classes * sizeof(int32_t));
     ws->sort_temp_bytes = dp_segmented_sort_u64_temp((int64_t)slots, sh.batch);
     ws->sort_temp = dp_carve(c, ws->sort_temp_bytes);
     return c->used;
@@ -1624,12 +1669,12 @@ size_t cuda_batched_nms_workspace(const detpost_batched_nms_params *p, int64_t b
 
 template <int MODE>
 static cudaError_t launch_hard(const dp_segments &segs, const detpost_nms_params *p, int64_t limit,
-                               const batched_ws &ws, int fbits, cudaStream_t s)
+                               const dp_class_cap &cap, const batched_ws &ws, int fbits, cudaStream_t s)
 {
     const int64_t blocks = segs.total < 65535 ? segs.total : 65535;
     dp_launch_cfg cfg(dim3((unsigned)blocks), dim3(HARD_WINDOW), 0, s);
     return DP_LAUNCH(nms_segment_hard<MODE>, cfg, segs, ws.box, ws.score, ws.tiebreak, p->iou_threshold, p->offset,
-                     limit, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys, fbits);
+                     limit, cap, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys, fbits);
 }
 
 detpost_status cuda_batched_nms(detpost_ctx *ctx, const detpost_batched_nms_params *p, const float *boxes,
@@ -1669,20 +1714,22 @@ detpost_status cuda_batched_nms(detpost_ctx *ctx, const detpost_batched_nms_para
 
         const dp_segments segs = {ws.cand_count, sh.agnostic ? nullptr : ws.cls, sh.cap,
                                   sh.agnostic ? 1 : sh.classes, sh.batch * (sh.agnostic ? 1 : sh.classes)};
-        const int64_t limit = p->max_per_class;
+        /* a class's group stops at max_per_class; a class-agnostic group is capped per class after its NMS */
+        const int64_t limit = sh.agnostic ? 0 : p->max_per_class;
+        const dp_class_cap cap = {ws.cls, ws.class_counts, sh.agnostic ? p->max_per_class : 0, sh.classes};
         cudaError_t err = cudaSuccess;
         switch (p->nms.method) {
-        case DETPOST_NMS_HARD: err = launch_hard<DP_MODE_IOU>(segs, &p->nms, limit, ws, sh.fbits, s); break;
-        case DETPOST_NMS_DIOU: err = launch_hard<DP_MODE_DIOU>(segs, &p->nms, limit, ws, sh.fbits, s); break;
+        case DETPOST_NMS_HARD: err = launch_hard<DP_MODE_IOU>(segs, &p->nms, limit, cap, ws, sh.fbits, s); break;
+        case DETPOST_NMS_DIOU: err = launch_hard<DP_MODE_DIOU>(segs, &p->nms, limit, cap, ws, sh.fbits, s); break;
         case DETPOST_NMS_LINEAR:
         case DETPOST_NMS_GAUSSIAN: {
             const int64_t expected = sh.agnostic ? sh.cap : 4 * sh.cap / (sh.classes > 0 ? sh.classes : 1);
             word_t *rank = (word_t *)ws.sorted; /* free until the final sort writes it */
             st = p->nms.method == DETPOST_NMS_LINEAR
-                     ? launch_soft<DP_NMS_LINEAR>(ctx, segs, expected, &p->nms, limit, ws.box, ws.score, ws.tiebreak,
-                                                  ws.cur, rank, ws.kept_pos, ws.kept_score, ws.kept_count, ws.keys,
-                                                  sh.fbits)
-                     : launch_soft<DP_NMS_GAUSSIAN>(ctx, segs, expected, &p->nms, limit, ws.box, ws.score,
+                     ? launch_soft<DP_NMS_LINEAR>(ctx, segs, expected, &p->nms, limit, cap, ws.box, ws.score,
+                                                  ws.tiebreak, ws.cur, rank, ws.kept_pos, ws.kept_score,
+                                                  ws.kept_count, ws.keys, sh.fbits)
+                     : launch_soft<DP_NMS_GAUSSIAN>(ctx, segs, expected, &p->nms, limit, cap, ws.box, ws.score,
                                                     ws.tiebreak, ws.cur, rank, ws.kept_pos, ws.kept_score,
                                                     ws.kept_count, ws.keys, sh.fbits);
             if (st != DETPOST_OK) return st;

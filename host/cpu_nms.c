@@ -252,12 +252,14 @@ detpost_status cpu_batched_nms(const detpost_batched_nms_params *p, const float 
     const int64_t pairs = num_boxes * num_classes, K = p->max_per_image;
     const int64_t cap = dp_batched_nms_capacity(p, num_boxes, num_classes);
     const int soft_method = dp_nms_is_soft(p->nms.method);
+    const int cap_classes = p->class_agnostic && p->max_per_class > 0;
     buffers b;
     ranked *pool = malloc((size_t)(pairs > 0 ? pairs : 1) * sizeof *pool);
     class_ranked *grouped = malloc((size_t)(cap > 0 ? cap : 1) * sizeof *grouped);
     ranked *kept = malloc((size_t)(cap > 0 ? cap : 1) * sizeof *kept);
-    if (!pool || !grouped || !kept || !alloc_buffers(&b, cap)) {
-        free(pool), free(grouped), free(kept);
+    int64_t *per_class = malloc((size_t)(num_classes > 0 ? num_classes : 1) * sizeof *per_class);
+    if (!pool || !grouped || !kept || !per_class || !alloc_buffers(&b, cap)) {
+        free(pool), free(grouped), free(kept), free(per_class);
         return DETPOST_ERR_OUT_OF_MEMORY;
     }
     for (int64_t img = 0; img < batch; ++img) {
@@ -291,11 +293,15 @@ detpost_status cpu_batched_nms(const detpost_batched_nms_params *p, const float 
                 c->tiebreak[c->count] = flat;
                 c->count++;
             }
+            /* a class's group stops at max_per_class; across classes, every class keeps its first
+             * max_per_class in selection order, the rest having taken part in the NMS */
             b.sel.count = 0;
-            b.sel.limit = p->max_per_class;
+            b.sel.limit = p->class_agnostic ? 0 : p->max_per_class;
             run_method(c, &p->nms, &b.s, b.ranked, &b.sel);
+            if (cap_classes) memset(per_class, 0, (size_t)num_classes * sizeof *per_class);
             for (int64_t k = 0; k < b.sel.count; ++k) {
                 const int64_t flat = c->tiebreak[b.sel.pos[k]];
+                if (cap_classes && per_class[flat % num_classes]++ >= p->max_per_class) continue;
                 kept[num_kept++] = (ranked){b.sel.score[k], flat, flat};
             }
         }
@@ -321,7 +327,7 @@ detpost_status cpu_batched_nms(const detpost_batched_nms_params *p, const float 
             if (det_indices) det_indices[o] = (int32_t)n;
         }
     }
-    free(pool), free(grouped), free(kept);
+    free(pool), free(grouped), free(kept), free(per_class);
     free_buffers(&b);
     return DETPOST_OK;
 }

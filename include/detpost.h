@@ -260,7 +260,7 @@ typedef enum detpost_box_coding {
 typedef struct detpost_batched_nms_params {
     detpost_nms_params nms;   /* method, thresholds, sigma, min_score, offset; nms.max_output is unused */
     int64_t pre_nms_top_k;    /* per image, the best this many candidates enter NMS (>= 0; 0: all) */
-    int64_t max_per_class;    /* at most this many kept per group (>= 0; 0: no limit) */
+    int64_t max_per_class;    /* at most this many kept of each class (>= 0; 0: no limit) */
     int64_t max_per_image;    /* K, the rows of every output per image (>= 1) */
     int64_t background_class; /* a class in [0, num_classes) that is never a candidate, or -1 for none */
     int class_agnostic;       /* 0: one NMS group per class; 1: one group per image, across classes */
@@ -279,9 +279,11 @@ detpost_batched_nms_params detpost_batched_nms_params_default(void);
  * (box, class) pairs whose score passes (see above) and whose class is not
  * the background class; the best pre_nms_top_k of them by score (ties: lower
  * box index, then lower class) go through NMS within each class (or across
- * classes when class_agnostic), keeping at most max_per_class per group; of
- * the kept detections the best max_per_image by score (same ties) are
- * written in that order. Outputs: num_dets [B]; det_boxes [B, K, 4], always
+ * classes when class_agnostic), keeping at most max_per_class of each class:
+ * a class's NMS stops there; across classes, each class keeps its first
+ * max_per_class of the NMS over all of them (those past it still took part,
+ * suppressing or decaying what they overlap). Of the kept detections the best
+ * max_per_image by score (same ties) are written in that order. Outputs: num_dets [B]; det_boxes [B, K, 4], always
  * corners; det_scores [B, K] (decayed scores for the soft methods);
  * det_classes [B, K]; det_indices [B, K] (may be NULL): the box index n.
  * Rows past num_dets hold 0 for boxes and scores, -1 for classes and indices.

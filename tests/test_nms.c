@@ -196,15 +196,17 @@ static void check_batched_golden(detpost_backend backend)
 {
     cJSON *root = t_golden("nms.json");
     detpost_ctx *ctx = t_ctx(backend);
-    const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "batched_input");
-    const int64_t B = (int64_t)t_golden_number(in, "batch", 0), N = (int64_t)t_golden_number(in, "num_boxes", 0);
-    const int64_t C = (int64_t)t_golden_number(in, "num_classes", 0);
-    float *corners = json_rows(in, "boxes", 4, B * N), *center = json_rows(in, "boxes_center_size", 4, B * N);
-    float *per_class = json_rows(in, "boxes_per_class", 4, B * N * C), *scores = json_rows(in, "scores", (int)C, B * N);
+    const cJSON *shared = cJSON_GetObjectItemCaseSensitive(root, "batched_input");
     const cJSON *c;
     int cases = 0;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "batched_cases"))
     {
+        const cJSON *own = cJSON_GetObjectItemCaseSensitive(c, "input"), *in = own ? own : shared;
+        const int64_t B = (int64_t)t_golden_number(in, "batch", 0), N = (int64_t)t_golden_number(in, "num_boxes", 0);
+        const int64_t C = (int64_t)t_golden_number(in, "num_classes", 0);
+        float *corners = json_rows(in, "boxes", 4, B * N), *scores = json_rows(in, "scores", (int)C, B * N);
+        float *center = own ? NULL : json_rows(in, "boxes_center_size", 4, B * N);
+        float *per_class = own ? NULL : json_rows(in, "boxes_per_class", 4, B * N * C);
         detpost_batched_nms_params p = detpost_batched_nms_params_default();
         p.nms.method = method_of(t_golden_string(c, "method", "hard"));
         p.nms.score_threshold = (float)t_golden_number(in, "score_threshold", 0);
@@ -240,10 +242,10 @@ static void check_batched_golden(detpost_backend backend)
             free(want_num), free(want_scores), free(want_classes), free(want_indices);
             free_batched_out(&o);
         }
+        free(corners), free(center), free(per_class), free(scores);
         ++cases;
     }
-    cr_assert_geq(cases, 9);
-    free(corners), free(center), free(per_class), free(scores);
+    cr_assert_geq(cases, 15);
     detpost_destroy(ctx);
     cJSON_Delete(root);
 }
@@ -476,13 +478,14 @@ static const batched_case batched_grid[] = {
     {4, 120, 10, 0.25f, 4096, 2, 50, 0, 0, 0, 0, DETPOST_NMS_HARD, 0},     /* max_per_class hit, background */
     {4, 120, 10, 0.25f, 4096, 50, 500, 9, 0, 0, 0, DETPOST_NMS_HARD, 0},   /* max_per_class not hit */
     {2, 300, 5, 0.05f, 1000, 0, 100, -1, 1, 0, 0, DETPOST_NMS_HARD, 0},    /* class-agnostic */
-    {2, 300, 5, 0.05f, 1000, 20, 100, -1, 1, 0, 0, DETPOST_NMS_HARD, 0},   /* agnostic, group limit */
+    {2, 300, 5, 0.05f, 1000, 4, 100, -1, 1, 0, 0, DETPOST_NMS_HARD, 0},    /* agnostic, class limit */
     {3, 60, 7, 0.1f, 4096, 0, 100, 2, 0, 1, 0, DETPOST_NMS_HARD, 0},       /* per-class boxes */
     {3, 60, 7, 0.1f, 4096, 0, 100, -1, 0, 1, 1, DETPOST_NMS_DIOU, 0},      /* per-class, center-size, DIoU */
     {3, 60, 7, 0.1f, 4096, 0, 100, -1, 1, 1, 1, DETPOST_NMS_HARD, 0},      /* agnostic over per-class boxes */
     {3, 80, 6, 0.1f, 200, 0, 100, -1, 0, 0, 0, DETPOST_NMS_LINEAR, 0},
     {3, 80, 6, 0.1f, 200, 3, 20, 1, 0, 0, 1, DETPOST_NMS_GAUSSIAN, 0},
     {2, 300, 2, 0.01f, 0, 0, 200, -1, 1, 0, 0, DETPOST_NMS_GAUSSIAN, 0},  /* agnostic soft, > 256 per group */
+    {2, 120, 3, 0.05f, 0, 3, 100, -1, 1, 0, 0, DETPOST_NMS_LINEAR, 0},    /* agnostic soft, class limit */
     {5, 50, 80, 0.25f, 4096, 0, 100, -1, 0, 0, 0, DETPOST_NMS_HARD, 1},   /* every image empty */
     {2, 0, 4, 0.25f, 4096, 0, 10, -1, 0, 0, 0, DETPOST_NMS_HARD, 0},      /* no boxes */
     {2, 5, 0, 0.25f, 4096, 0, 10, -1, 0, 0, 0, DETPOST_NMS_HARD, 0},      /* no classes */
@@ -531,8 +534,9 @@ Test(batched_nms, cpu_vs_cuda)
 #endif
 
 /* The limits do what they say on the reference (which the CUDA backend
- * matches above): K rows at most, per group at most max_per_class, nothing
- * from the background class, and descending scores. */
+ * matches above): K rows at most, per class at most max_per_class (also
+ * across classes), nothing from the background class, and descending
+ * scores. */
 Test(batched_nms, limits_and_order_cpu)
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU);
@@ -562,7 +566,7 @@ Test(batched_nms, limits_and_order_cpu)
                 cr_assert_neq(o.classes[o_], bc->background, "case %zu: background class detected", i);
                 if (!dp_nms_is_soft(bc->method)) cr_assert_gt(o.scores[o_], bc->score_threshold);
                 if (k > 0) cr_assert_leq(o.scores[o_], o.scores[o_ - 1], "case %zu: scores out of order", i);
-                per_class[bc->agnostic ? 0 : o.classes[o_]]++;
+                per_class[o.classes[o_]]++;
             }
             if (bc->max_per_class > 0)
                 for (int c = 0; c < 80; ++c) {
@@ -575,7 +579,49 @@ Test(batched_nms, limits_and_order_cpu)
     }
     cr_assert_gt(hit_k, 0, "some image fills all K rows");
     cr_assert_gt(missed_k, 0, "some image keeps fewer than K");
-    cr_assert_gt(hit_class_limit, 0, "some group reaches max_per_class");
+    cr_assert_gt(hit_class_limit, 0, "some class reaches max_per_class");
+    detpost_destroy(cpu);
+}
+
+/* Across classes, max_per_class keeps each class's first detections of the
+ * NMS over all classes, and the ones it drops still suppressed what they
+ * overlap: the capped output is the uncapped one with each class's
+ * detections past the cap removed. */
+Test(batched_nms, class_agnostic_caps_each_class_cpu)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU);
+    t_rng rng = {31};
+    for (int method = DETPOST_NMS_HARD; method <= DETPOST_NMS_DIOU; ++method) {
+        const batched_case bc = {2, 200, 4, 0.05f, 0, 0, 800, -1, 1, 0, 0, method, 0};
+        float *boxes, *scores;
+        batched_inputs(&rng, &bc, &boxes, &scores);
+        detpost_batched_nms_params p = batched_params(&bc);
+        batched_out all = run_batched(cpu, &p, boxes, scores, bc.B, bc.N, bc.C);
+        p.max_per_class = 3;
+        batched_out capped = run_batched(cpu, &p, boxes, scores, bc.B, bc.N, bc.C);
+        int dropped = 0;
+        for (int64_t b = 0; b < bc.B; ++b) {
+            int per_class[4] = {0};
+            int64_t k = 0;
+            for (int64_t i = 0; i < all.num_dets[b]; ++i) {
+                const int64_t o = b * bc.K + i;
+                if (per_class[all.classes[o]]++ >= 3) {
+                    ++dropped;
+                    continue;
+                }
+                const int64_t c = b * bc.K + k++;
+                cr_assert_eq(capped.indices[c], all.indices[o], "%s image %lld row %lld", method_names[method],
+                             (long long)b, (long long)k - 1);
+                cr_assert_eq(capped.classes[c], all.classes[o]);
+                cr_assert_eq(capped.scores[c], all.scores[o]);
+            }
+            cr_assert_eq(capped.num_dets[b], k, "%s image %lld: %d rows, want %lld", method_names[method],
+                         (long long)b, capped.num_dets[b], (long long)k);
+        }
+        cr_assert_gt(dropped, 0, "%s: the cap removes something", method_names[method]);
+        free_batched_out(&all), free_batched_out(&capped);
+        free(boxes), free(scores);
+    }
     detpost_destroy(cpu);
 }
 
