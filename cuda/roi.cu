@@ -781,16 +781,6 @@ __global__ void roi_flag_rows(const float *__restrict__ rois, int64_t num_rois, 
         if (!dp_roi_row_valid(rois + r * 5, n)) dp_record_fault(fault, r, DP_FAULT_ROI_ROW);
 }
 
-/* Runs before each RoI kernel: the kernels themselves skip invalid rows. */
-static detpost_status flag_invalid_rows(detpost_ctx *ctx, const dp_roi_job *job)
-{
-    if (job->num_rois == 0) return DETPOST_OK;
-    dp_launch_cfg cfg(dim3(dp_blocks_for(job->num_rois, ROI_THREADS)), dim3(ROI_THREADS), 0, dp_stream(ctx));
-    DP_CUDA_TRY(ctx, DP_LAUNCH(roi_flag_rows, cfg, job->rois, job->num_rois, job->n, dp_fault_word(ctx)),
-                "launching the RoI row check");
-    return DETPOST_OK;
-}
-
 __global__ void roi_check_rows(const float *__restrict__ rois, int64_t num_rois, int64_t n,
                                int64_t *__restrict__ first_invalid)
 {
@@ -820,6 +810,17 @@ struct grad_target {
 };
 
 } /* namespace */
+
+/* Runs first in each RoI op: the kernels themselves skip invalid rows. */
+detpost_status cuda_roi_flag_rows(detpost_ctx *ctx, const float *rois, int64_t num_rois, int64_t n)
+{
+    if (num_rois == 0) return DETPOST_OK;
+    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
+    dp_launch_cfg cfg(dim3(dp_blocks_for(num_rois, ROI_THREADS)), dim3(ROI_THREADS), 0, dp_stream(ctx));
+    DP_CUDA_TRY(ctx, DP_LAUNCH(roi_flag_rows, cfg, rois, num_rois, n, dp_fault_word(ctx)),
+                "launching the RoI row check");
+    return DETPOST_OK;
+}
 
 /* ---- launchers ------------------------------------------------------------------ */
 
@@ -930,8 +931,7 @@ static cudaError_t rows_forward_for(const dp_roi_job *job, int sms, void *out, i
 
 detpost_status cuda_roi_align(detpost_ctx *ctx, const dp_roi_job *job, void *out, int32_t *levels)
 {
-    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
-    const detpost_status flagged = flag_invalid_rows(ctx, job);
+    const detpost_status flagged = cuda_roi_flag_rows(ctx, job->rois, job->num_rois, job->n);
     if (flagged != DETPOST_OK) return flagged;
     cudaStream_t s = dp_stream(ctx);
     cudaError_t err;
@@ -1055,8 +1055,7 @@ static detpost_status align_backward_for(detpost_ctx *ctx, const dp_roi_job *job
 detpost_status cuda_roi_align_backward(detpost_ctx *ctx, const dp_roi_job *job, const void *grad_out,
                                        const dp_roi_grad *g)
 {
-    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
-    const detpost_status flagged = flag_invalid_rows(ctx, job);
+    const detpost_status flagged = cuda_roi_flag_rows(ctx, job->rois, job->num_rois, job->n);
     if (flagged != DETPOST_OK) return flagged;
     return job->dtype == DETPOST_F32 ? align_backward_for<float>(ctx, job, grad_out, g)
                                      : align_backward_for<uint16_t>(ctx, job, grad_out, g);
@@ -1074,8 +1073,7 @@ static cudaError_t launch_pool_forward(const dp_roi_job *job, void *out, int32_t
 
 detpost_status cuda_roi_pool(detpost_ctx *ctx, const dp_roi_job *job, void *out, int32_t *argmax)
 {
-    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
-    const detpost_status flagged = flag_invalid_rows(ctx, job);
+    const detpost_status flagged = cuda_roi_flag_rows(ctx, job->rois, job->num_rois, job->n);
     if (flagged != DETPOST_OK) return flagged;
     cudaStream_t s = dp_stream(ctx);
     const int nchw = job->layout == DETPOST_NCHW;
@@ -1124,8 +1122,7 @@ static detpost_status pool_backward_for(detpost_ctx *ctx, const dp_roi_job *job,
 detpost_status cuda_roi_pool_backward(detpost_ctx *ctx, const dp_roi_job *job, const void *grad_out,
                                       const int32_t *argmax, const dp_roi_grad *g)
 {
-    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
-    const detpost_status flagged = flag_invalid_rows(ctx, job);
+    const detpost_status flagged = cuda_roi_flag_rows(ctx, job->rois, job->num_rois, job->n);
     if (flagged != DETPOST_OK) return flagged;
     return job->dtype == DETPOST_F32 ? pool_backward_for<float>(ctx, job, grad_out, argmax, g)
                                      : pool_backward_for<uint16_t>(ctx, job, grad_out, argmax, g);

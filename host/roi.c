@@ -117,7 +117,9 @@ static detpost_status check_rois_and_out(detpost_ctx *ctx, const detpost_roi_par
 }
 
 /* A CPU context reads its rois directly: an invalid row is an error before
- * anything is written. (CUDA kernels check each row themselves.) */
+ * anything is written, however little there is to compute. (A CUDA context
+ * cannot read them without waiting: a kernel records the first invalid row
+ * for the next call that waits, and the ops' kernels skip such rows.) */
 static detpost_status check_rows_on_cpu(detpost_ctx *ctx, const float *rois, int64_t num_rois, int64_t n)
 {
     if (ctx->backend != DETPOST_CPU) return DETPOST_OK;
@@ -130,6 +132,14 @@ static detpost_status check_rows_on_cpu(detpost_ctx *ctx, const float *rois, int
     return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT,
                    "rois[%lld] has a non-finite coordinate (%g, %g, %g, %g)", (long long)r, (double)row[1],
                    (double)row[2], (double)row[3], (double)row[4]);
+}
+
+/* An op with nothing to compute: a CUDA context still records its invalid
+ * rows, as the CPU context has answered them. */
+static detpost_status nothing_to_compute(detpost_ctx *ctx, const float *rois, int64_t num_rois, int64_t n)
+{
+    if (ctx->backend == DETPOST_CPU) return DETPOST_OK;
+    return DP_CUDA(ctx, cuda_roi_flag_rows(ctx, rois, num_rois, n));
 }
 
 /* ---- workspace -------------------------------------------------------------- */
@@ -251,7 +261,7 @@ detpost_status detpost_roi_align(detpost_ctx *ctx, const detpost_roi_params *p, 
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, out, "out", &out_elements)))
         return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
-    if (out_elements == 0) return DETPOST_OK;
+    if (out_elements == 0) return nothing_to_compute(ctx, rois, num_rois, n);
     const dp_roi_job job = single_level_job(&q, features, n, c, h, w, rois, num_rois);
     roi_ws ws;
     if ((st = carve_workspace(ctx, &q, c, elements, 0, &ws))) return st;
@@ -286,7 +296,7 @@ static detpost_status align_backward(detpost_ctx *ctx, const detpost_roi_params 
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, grad_out, "grad_out", &out_elements)))
         return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
-    if (elements == 0) return DETPOST_OK;
+    if (elements == 0) return nothing_to_compute(ctx, rois, num_rois, n);
     const dp_roi_job job = single_level_job(&q, features, n, c, h, w, rois, num_rois);
     roi_ws ws;
     if ((st = carve_grad_workspace(ctx, &q, c, elements, num_rois, grad_features, &ws))) return st;
@@ -327,7 +337,7 @@ detpost_status detpost_roi_pool(detpost_ctx *ctx, const detpost_roi_params *p, c
         return st;
     if (argmax != NULL && (st = dp_check_tensor(ctx, argmax, out_elements, "argmax"))) return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
-    if (out_elements == 0) return DETPOST_OK;
+    if (out_elements == 0) return nothing_to_compute(ctx, rois, num_rois, n);
     const dp_roi_job job = single_level_job(&q, features, n, c, h, w, rois, num_rois);
     if (ctx->backend == DETPOST_CPU) {
         cpu_roi_pool(&job, out, argmax);
@@ -350,7 +360,7 @@ detpost_status detpost_roi_pool_backward(detpost_ctx *ctx, const detpost_roi_par
         (st = dp_check_tensor(ctx, argmax, out_elements, "argmax")))
         return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
-    if (elements == 0) return DETPOST_OK;
+    if (elements == 0) return nothing_to_compute(ctx, rois, num_rois, n);
     if (ctx->backend == DETPOST_CPU)
         for (int64_t i = 0; i < out_elements; ++i)
             if (argmax[i] < -1 || argmax[i] >= h * w)
@@ -418,7 +428,8 @@ detpost_status detpost_multilevel_roi_align(detpost_ctx *ctx, const detpost_roi_
         return st;
     if (levels != NULL && (st = dp_check_tensor(ctx, levels, num_rois, "levels"))) return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, pyramid->n))) return st;
-    if (num_rois == 0 || (out_elements == 0 && levels == NULL)) return DETPOST_OK;
+    if (num_rois == 0 || (out_elements == 0 && levels == NULL))
+        return nothing_to_compute(ctx, rois, num_rois, pyramid->n);
 
     dp_roi_job job = single_level_job(&q, NULL, pyramid->n, pyramid->c, 0, 0, rois, num_rois);
     job.num_levels = pyramid->num_levels;

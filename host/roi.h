@@ -65,6 +65,9 @@ void cpu_roi_pool_backward(const dp_roi_job *job, const void *grad_out, const in
 int64_t cpu_roi_first_invalid(const float *rois, int64_t num_rois, int64_t n);
 
 /* ---- CUDA backend (cuda/roi.cu) ----------------------------------------- */
+/* Enqueues a check of every row that records the first invalid one in the
+ * context's fault word (the ops' kernels skip such rows themselves). */
+detpost_status cuda_roi_flag_rows(detpost_ctx *ctx, const float *rois, int64_t num_rois, int64_t n);
 detpost_status cuda_roi_align(detpost_ctx *ctx, const dp_roi_job *job, void *out, int32_t *levels);
 detpost_status cuda_roi_align_backward(detpost_ctx *ctx, const dp_roi_job *job, const void *grad_out,
                                        const dp_roi_grad *g);

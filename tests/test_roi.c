@@ -978,6 +978,11 @@ Test(roi, cuda_skips_invalid_rows)
     cr_assert_eq(detpost_to_host(gpu, levels, dl, sizeof levels), DETPOST_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(detpost_last_error(gpu), expected_fault) != NULL, "%s", detpost_last_error(gpu));
     cr_assert(levels[0] == 0 && levels[1] == -1, "the copy itself was made");
+    /* with nothing to compute (no channels, an empty map) the rows are still answered, as on the CPU */
+    cr_assert_eq(detpost_roi_align(gpu, &p, dfeat, 2, 0, 6, 7, dr, 4, dout), DETPOST_OK);
+    t_expect_fault(gpu, expected_fault);
+    cr_assert_eq(detpost_roi_align_backward(gpu, &p, dout, dr, 4, 2, 3, 0, 7, dout), DETPOST_OK);
+    t_expect_fault(gpu, expected_fault);
     t_free(gpu, dr), t_free(gpu, dfirst), t_free(gpu, dfeat), t_free(gpu, dl), t_free(gpu, dout);
     free(features);
     detpost_destroy(cpu);
