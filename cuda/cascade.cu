@@ -170,17 +170,18 @@ __device__ float best_overlap_tiled(const float *__restrict__ gt, int32_t ng, co
     return ng > 0 ? best : 0.0f;
 }
 
-/* The proposal of image img that this thread handles (blocks along x cover
- * the image's proposals); inactive past the image's count. */
+/* The proposal of image img that this thread handles in the block's tile of
+ * proposals starting at `first` (blocks along x stride over the image's
+ * proposals, a tile at a time); inactive past the image's count. */
 struct proposal_slot {
     int64_t i;
     bool active;
     float box[4];
 };
-__device__ proposal_slot load_proposal(const dp_resample_args &a, int64_t img, int32_t np)
+__device__ proposal_slot load_proposal(const dp_resample_args &a, int64_t img, int32_t np, int64_t first)
 {
     proposal_slot s;
-    s.i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    s.i = first + threadIdx.x;
     s.active = s.i < np;
     for (int k = 0; k < 4; ++k) s.box[k] = s.active ? a.proposals[(img * a.max_proposals + s.i) * 4 + k] : 0.0f;
     return s;
@@ -194,18 +195,17 @@ __global__ void cascade_assign(dp_resample_args a, float offset, float *__restri
     DP_SHARED(unsigned, tile_max, [GT_TILE]);
     for (int64_t img = blockIdx.y; img < a.batch; img += gridDim.y) {
         const int32_t np = a.num_proposals[img], ng = a.num_gt[img];
-        const int64_t first = (int64_t)blockIdx.x * blockDim.x;
-        if (!counts_in_range(np, ng, a.max_proposals, a.max_gt) || first >= np) continue;
-        const proposal_slot slot = load_proposal(a, img, np);
-        const int64_t i = slot.i;
-        const bool active = slot.active;
-        const float *box = slot.box;
-        int32_t arg;
-        const float best = best_overlap_tiled<GT_MAX>(a.gt_boxes + img * a.max_gt * 4, ng, box, active, offset, tile,
-                                                      tile_max, GT_MAX ? gt_max + img * a.max_gt : nullptr, &arg);
-        if (active) {
-            best_iou[img * a.max_proposals + i] = best;
-            best_gt[img * a.max_proposals + i] = arg;
+        if (!counts_in_range(np, ng, a.max_proposals, a.max_gt)) continue;
+        for (int64_t first = (int64_t)blockIdx.x * blockDim.x; first < np; first += (int64_t)gridDim.x * blockDim.x) {
+            const proposal_slot slot = load_proposal(a, img, np, first);
+            int32_t arg;
+            const float best =
+                best_overlap_tiled<GT_MAX>(a.gt_boxes + img * a.max_gt * 4, ng, slot.box, slot.active, offset, tile,
+                                           tile_max, GT_MAX ? gt_max + img * a.max_gt : nullptr, &arg);
+            if (slot.active) {
+                best_iou[img * a.max_proposals + slot.i] = best;
+                best_gt[img * a.max_proposals + slot.i] = arg;
+            }
         }
     }
 }
@@ -217,30 +217,29 @@ __global__ void cascade_low_quality(dp_resample_args a, float offset, float min_
     DP_SHARED(float, tile_max, [GT_TILE]);
     for (int64_t img = blockIdx.y; img < a.batch; img += gridDim.y) {
         const int32_t np = a.num_proposals[img], ng = a.num_gt[img];
-        const int64_t first = (int64_t)blockIdx.x * blockDim.x;
-        if (!counts_in_range(np, ng, a.max_proposals, a.max_gt) || first >= np) continue;
-        const proposal_slot slot = load_proposal(a, img, np);
-        const int64_t i = slot.i;
-        const bool active = slot.active;
-        const float *box = slot.box;
+        if (!counts_in_range(np, ng, a.max_proposals, a.max_gt)) continue;
         const float *gt = a.gt_boxes + img * a.max_gt * 4;
-        int32_t claimed = -1;
-        for (int32_t t0 = 0; t0 < ng; t0 += GT_TILE) {
-            const int rows = ng - t0 < GT_TILE ? ng - t0 : GT_TILE;
-            __syncthreads();
-            for (int k = threadIdx.x; k < rows * 4; k += blockDim.x) tile[k / 4][k % 4] = gt[(int64_t)t0 * 4 + k];
-            for (int k = threadIdx.x; k < rows; k += blockDim.x)
-                tile_max[k] = __uint_as_float(gt_max[img * a.max_gt + t0 + k]);
-            __syncthreads();
-            if (!active) continue;
-            for (int g = 0; g < rows; ++g) {
-                const float m = tile_max[g];
-                if (m >= min_pos_iou && dp_overlap(box[0], box[1], box[2], box[3], tile[g][0], tile[g][1],
-                                                   tile[g][2], tile[g][3], DP_MODE_IOU, offset) == m)
-                    claimed = t0 + g;
+        for (int64_t first = (int64_t)blockIdx.x * blockDim.x; first < np; first += (int64_t)gridDim.x * blockDim.x) {
+            const proposal_slot slot = load_proposal(a, img, np, first);
+            const float *box = slot.box;
+            int32_t claimed = -1;
+            for (int32_t t0 = 0; t0 < ng; t0 += GT_TILE) {
+                const int rows = ng - t0 < GT_TILE ? ng - t0 : GT_TILE;
+                __syncthreads();
+                for (int k = threadIdx.x; k < rows * 4; k += blockDim.x) tile[k / 4][k % 4] = gt[(int64_t)t0 * 4 + k];
+                for (int k = threadIdx.x; k < rows; k += blockDim.x)
+                    tile_max[k] = __uint_as_float(gt_max[img * a.max_gt + t0 + k]);
+                __syncthreads();
+                if (!slot.active) continue;
+                for (int g = 0; g < rows; ++g) {
+                    const float m = tile_max[g];
+                    if (m >= min_pos_iou && dp_overlap(box[0], box[1], box[2], box[3], tile[g][0], tile[g][1],
+                                                       tile[g][2], tile[g][3], DP_MODE_IOU, offset) == m)
+                        claimed = t0 + g;
+                }
             }
+            if (slot.active) low_quality_gt[img * a.max_proposals + slot.i] = claimed;
         }
-        if (active) low_quality_gt[img * a.max_proposals + i] = claimed;
     }
 }
 
@@ -663,20 +662,19 @@ __global__ void iou_histogram_kernel(dp_resample_args a, int32_t num_bins, unsig
     for (int k = threadIdx.x; k < num_bins; k += blockDim.x) hist[k] = 0u;
     for (int64_t img = blockIdx.y; img < a.batch; img += gridDim.y) {
         const int32_t np = a.num_proposals[img], ng = a.num_gt[img];
-        const int64_t first = (int64_t)blockIdx.x * blockDim.x;
         const bool counts_ok = counts_in_range(np, ng, a.max_proposals, a.max_gt);
         if (!counts_ok && blockIdx.x == 0 && threadIdx.x == 0) dp_record_fault(fault, img, DP_FAULT_COUNT);
-        if (!counts_ok || first >= np) continue;
-        const proposal_slot slot = load_proposal(a, img, np);
-        const bool active = slot.active;
-        const float *box = slot.box;
-        int32_t arg;
-        const float best = best_overlap_tiled<false>(a.gt_boxes + img * a.max_gt * 4, ng, box, active, 0.0f, tile,
-                                                     nullptr, nullptr, &arg);
-        __syncthreads(); /* the bins are cleared before anyone counts */
-        if (active) {
-            const int32_t bin = (int32_t)DP_MUL(best, (float)num_bins);
-            atomicAdd(&hist[bin < num_bins ? bin : num_bins - 1], 1u);
+        if (!counts_ok) continue;
+        for (int64_t first = (int64_t)blockIdx.x * blockDim.x; first < np; first += (int64_t)gridDim.x * blockDim.x) {
+            const proposal_slot slot = load_proposal(a, img, np, first);
+            int32_t arg;
+            const float best = best_overlap_tiled<false>(a.gt_boxes + img * a.max_gt * 4, ng, slot.box, slot.active,
+                                                         0.0f, tile, nullptr, nullptr, &arg);
+            __syncthreads(); /* the bins are cleared before anyone counts */
+            if (slot.active) {
+                const int32_t bin = (int32_t)DP_MUL(best, (float)num_bins);
+                atomicAdd(&hist[bin < num_bins ? bin : num_bins - 1], 1u);
+            }
         }
     }
     __syncthreads();
@@ -702,7 +700,8 @@ detpost_status cuda_iou_histogram(detpost_ctx *ctx, int64_t batch, const float *
     a.num_gt = num_gt;
     const dim3 grid(dp_blocks_for(max_proposals, ASSIGN_THREADS), (unsigned)(batch < MAX_GRID_Y ? batch : MAX_GRID_Y));
     dp_launch_cfg cfg(grid, dim3(ASSIGN_THREADS), (size_t)num_bins * sizeof(unsigned), s);
-    DP_CUDA_TRY(ctx, DP_LAUNCH(iou_histogram_kernel, cfg, a, num_bins, (unsigned long long *)counts, dp_fault_word(ctx)),
+    DP_CUDA_TRY(ctx,
+                DP_LAUNCH(iou_histogram_kernel, cfg, a, num_bins, (unsigned long long *)counts, dp_fault_word(ctx)),
                 "launching the IoU histogram kernel");
     return DETPOST_OK;
 }

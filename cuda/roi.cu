@@ -761,8 +761,9 @@ __global__ void fixed_to_grad(const int64_t *__restrict__ acc, const uint32_t *_
 {
     int stop;
     const int exponent = fixed_exponent_of(max_bits, weight_log2, &stop);
+    const int dtype = sizeof(T) == 2 ? DETPOST_F16 : DETPOST_F32;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = from_float<T>(stop ? dp_bits_float(0x7fc00000u) : dp_from_fixed(acc[i], exponent, sizeof(T) == 2 ? DETPOST_F16 : DETPOST_F32));
+        out[i] = from_float<T>(stop ? dp_bits_float(0x7fc00000u) : dp_from_fixed(acc[i], exponent, dtype));
 }
 
 __global__ void float_to_half_grad(const float *__restrict__ acc, int64_t n, uint16_t *__restrict__ out)
@@ -814,8 +815,8 @@ struct grad_target {
 /* Runs first in each RoI op: the kernels themselves skip invalid rows. */
 detpost_status cuda_roi_flag_rows(detpost_ctx *ctx, const float *rois, int64_t num_rois, int64_t n)
 {
+    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device"); /* the op's other calls rely on it */
     if (num_rois == 0) return DETPOST_OK;
-    DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
     dp_launch_cfg cfg(dim3(dp_blocks_for(num_rois, ROI_THREADS)), dim3(ROI_THREADS), 0, dp_stream(ctx));
     DP_CUDA_TRY(ctx, DP_LAUNCH(roi_flag_rows, cfg, rois, num_rois, n, dp_fault_word(ctx)),
                 "launching the RoI row check");
