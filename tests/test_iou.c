@@ -28,35 +28,38 @@ static void check_golden(detpost_backend backend)
         float *a = t_golden_floats(c, "a", 4, &na);
         float *b = t_golden_floats(c, "b", 4, &nb);
         const cJSON *exp = cJSON_GetObjectItemCaseSensitive(c, "expected");
-        /* expected is [na][nb]: flatten row by row */
-        float *want = malloc((size_t)(na * nb) * sizeof(float));
+        const int aligned = (int)t_golden_number(c, "aligned", 0);
+        const int64_t cols_want = aligned ? 1 : nb, n_out = na * cols_want;
+        /* expected is [na][nb], or [na][1] when aligned: flatten row by row */
+        float *want = malloc((size_t)(na * nb + 1) * sizeof(float));
         int64_t k = 0;
         const cJSON *row;
         cJSON_ArrayForEach(row, exp)
         {
             int64_t cols;
             float *r = t_json_floats(row, "expected row", 0, &cols);
-            cr_assert_eq(cols, nb);
+            cr_assert_eq(cols, cols_want);
             memcpy(want + k, r, (size_t)cols * sizeof(float));
             k += cols;
             free(r);
         }
-        cr_assert_eq(k, na * nb);
+        cr_assert_eq(k, n_out);
 
         detpost_overlap_params p = detpost_overlap_params_default();
         p.mode = mode_of(t_golden_string(c, "mode", "iou"));
         p.offset = (float)t_golden_number(c, "offset", 0);
+        p.aligned = aligned;
         for (int s = 0; s < t_schedule_count(); ++s) {
             t_set_schedule(t_schedule(s));
             float *da = t_up(ctx, a, (size_t)na * 16), *db = t_up(ctx, b, (size_t)nb * 16);
-            float *dout = t_alloc(ctx, (size_t)(na * nb) * sizeof(float));
+            float *dout = t_alloc(ctx, (size_t)n_out * sizeof(float));
             cr_assert_eq(detpost_box_overlaps(ctx, &p, da, na, db, nb, 1, dout), DETPOST_OK, "%s",
                          detpost_last_error(ctx));
-            float *got = t_down(ctx, dout, (size_t)(na * nb) * sizeof(float));
+            float *got = t_down(ctx, dout, (size_t)n_out * sizeof(float));
             char what[256];
-            snprintf(what, sizeof what, "%s (%s, offset %g)", t_golden_string(c, "name", "?"),
-                     t_golden_string(c, "mode", "?"), (double)p.offset);
-            t_assert_close(got, want, na * nb, 1e-6f, 1e-5f, what);
+            snprintf(what, sizeof what, "%s (%s%s, offset %g)", t_golden_string(c, "name", "?"),
+                     t_golden_string(c, "mode", "?"), aligned ? ", aligned" : "", (double)p.offset);
+            t_assert_close(got, want, n_out, 1e-6f, 1e-5f, what);
             free(got);
             t_free(ctx, da), t_free(ctx, db), t_free(ctx, dout);
         }
@@ -113,6 +116,47 @@ Test(iou, cpu_vs_cuda_random)
                 t_free(gpu, da), t_free(gpu, db), t_free(gpu, dout);
                 free(a), free(b), free(want);
             }
+    }
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+
+/* Aligned overlaps (one pair per box) over sizes that cross the kernel's
+ * 256-thread blocks, with several images: the grid above only reaches them
+ * with one box. */
+Test(iou, aligned_cpu_vs_cuda_random)
+{
+    static const int64_t sizes[] = {1, 31, 255, 256, 257, 1000};
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    t_rng rng = {43};
+    for (int s = 0; s < t_schedule_count(); ++s) {
+        t_set_schedule(t_schedule(s));
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; ++k) {
+            const int64_t n = sizes[k], batch = 1 + (int64_t)(k % 3), total = batch * n;
+            float *a = malloc((size_t)total * 16), *b = malloc((size_t)total * 16);
+            t_detector_boxes(&rng, a, total, 640, 480, 1);
+            for (int64_t i = 0; i < total * 4; ++i) b[i] = a[i] + t_uniform(&rng, -8.0f, 8.0f); /* overlapping pairs */
+            float *da = t_up(gpu, a, (size_t)total * 16), *db = t_up(gpu, b, (size_t)total * 16);
+            float *want = malloc((size_t)total * sizeof(float)), *dout = t_alloc(gpu, (size_t)total * sizeof(float));
+            for (int mode = DETPOST_IOU; mode <= DETPOST_CIOU; ++mode) {
+                const detpost_overlap_params p = {(detpost_overlap_mode)mode, 1, (float)(t_next(&rng) % 2)};
+                cr_assert_eq(detpost_box_overlaps(cpu, &p, a, n, b, n, batch, want), DETPOST_OK);
+                cr_assert_eq(detpost_box_overlaps(gpu, &p, da, n, db, n, batch, dout), DETPOST_OK, "%s",
+                             detpost_last_error(gpu));
+                float *got = t_down(gpu, dout, (size_t)total * sizeof(float));
+                char what[128];
+                snprintf(what, sizeof what, "aligned mode %d n %lld batch %lld schedule %s", mode, (long long)n,
+                         (long long)batch, t_schedule(s) ? t_schedule(s) : "gpu");
+                t_assert_close(got, want, total, mode == DETPOST_CIOU ? 1e-6f : 0.0f, 0.0f, what);
+                int overlapping = 0;
+                for (int64_t i = 0; i < total; ++i) overlapping += want[i] > 0.0f;
+                cr_assert_gt(overlapping, total / 2, "%s: most pairs overlap (%d of %lld)", what, overlapping,
+                             (long long)total);
+                free(got);
+            }
+            t_free(gpu, da), t_free(gpu, db), t_free(gpu, dout);
+            free(a), free(b), free(want);
+        }
     }
     detpost_destroy(cpu);
     detpost_destroy(gpu);
@@ -198,7 +242,8 @@ Test(mask_iou, too_many_pixels_is_unsupported)
 #if TEST_HAS_CUDA
 Test(mask_iou, cpu_vs_cuda)
 {
-    static const int64_t shapes[][3] = {{1, 1, 1}, {3, 5, 64}, {17, 9, 300}, {2, 33, 1000}, {4, 4, 0}};
+    /* the conversion kernel takes 4096-pixel chunks of every mask: 9000 pixels cross two chunk boundaries */
+    static const int64_t shapes[][3] = {{1, 1, 1}, {3, 5, 64}, {17, 9, 300}, {2, 33, 1000}, {4, 4, 0}, {5, 3, 9000}};
     detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
     t_rng rng = {99};
     for (int s = 0; s < t_schedule_count(); ++s) {
@@ -320,12 +365,26 @@ Test(iou, bad_input_gets_status_and_message)
     cr_assert_str_empty(detpost_last_error(cpu));
 
     uint8_t m[4] = {1, 0, 1, 0};
-    cr_assert_eq(detpost_mask_iou(cpu, NULL, 1, m, 1, 4, out), DETPOST_ERR_INVALID_ARGUMENT);
-    cr_assert_eq(detpost_mask_iou(cpu, m, -1, m, 1, 4, out), DETPOST_ERR_INVALID_ARGUMENT);
-    cr_assert_eq(detpost_mask_iou(cpu, m, 1, m, 1, -4, out), DETPOST_ERR_INVALID_ARGUMENT);
-    cr_assert_eq(detpost_mask_iou(cpu, m, 1, m, 1, 4, NULL), DETPOST_ERR_INVALID_ARGUMENT);
+    const struct {
+        const uint8_t *a, *b;
+        int64_t na, nb, pixels;
+        float *out;
+        const char *needle;
+    } bad_masks[] = {
+        {NULL, m, 1, 1, 4, out, "a is NULL"},        {m, NULL, 1, 1, 4, out, "b is NULL"},
+        {m, m, -1, 1, 4, out, "na is negative"},     {m, m, 1, -2, 4, out, "nb is negative"},
+        {m, m, 1, 1, -4, out, "pixels is negative"}, {m, m, 1, 1, 4, NULL, "out is NULL"},
+    };
+    for (size_t i = 0; i < sizeof bad_masks / sizeof bad_masks[0]; ++i) {
+        cr_assert_eq(detpost_mask_iou(cpu, bad_masks[i].a, bad_masks[i].na, bad_masks[i].b, bad_masks[i].nb,
+                                      bad_masks[i].pixels, bad_masks[i].out),
+                     DETPOST_ERR_INVALID_ARGUMENT, "mask case %zu", i);
+        cr_assert(strstr(detpost_last_error(cpu), bad_masks[i].needle) != NULL, "mask case %zu: '%s' lacks '%s'", i,
+                  detpost_last_error(cpu), bad_masks[i].needle);
+    }
     size_t bytes = 1;
     cr_assert_eq(detpost_mask_iou_workspace_size(cpu, 1, 1, 4, NULL), DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(cpu), "bytes is NULL") != NULL, "%s", detpost_last_error(cpu));
     cr_assert_eq(detpost_mask_iou_workspace_size(cpu, 1, 1, 4, &bytes), DETPOST_OK);
     cr_assert_eq(bytes, 0);
     /* sizes the op refuses, the size query refuses too */

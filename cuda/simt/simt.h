@@ -367,6 +367,11 @@ inline unsigned __reduce_max_sync(unsigned mask, unsigned value)
 {
     return (unsigned)simt::warp_collective(simt::WARP_REDUCE_MAX, mask, value, 0, 32);
 }
+/* ... and its signed overload, a signed maximum (the sign bit flipped orders ints as unsigned) */
+inline int __reduce_max_sync(unsigned mask, int value)
+{
+    return (int)(__reduce_max_sync(mask, (unsigned)value ^ 0x80000000u) ^ 0x80000000u);
+}
 
 namespace simt {
 template <typename T>

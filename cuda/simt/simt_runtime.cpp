@@ -1165,6 +1165,7 @@ static cudaError_t device_alloc(void **ptr, size_t bytes, const char *who)
     if (bytes == 0) return cudaSuccess;
     void *p = nullptr;
     if (posix_memalign(&p, 256, bytes) != 0) return fail(cudaErrorMemoryAllocation, "%s: out of memory", who);
+    fill_poison(p, bytes); /* a GPU hands back whatever was there: code that reads before it writes must show */
     std::lock_guard<std::mutex> lock(g_mutex);
     g_allocs[reinterpret_cast<uintptr_t>(p)] = bytes;
     *ptr = p;

@@ -151,19 +151,22 @@ __global__ void reduce_max(unsigned *out)
     const unsigned lane = threadIdx.x;
     out[lane] = __reduce_max_sync(0xffffffffu, 0x80000000u + (lane * 7u) % 32u);
     if (lane % 2) out[32 + lane] = __reduce_max_sync(0xaaaaaaaau, lane == 5 ? 0xfffffff0u : lane);
+    /* the int overload compares signed values: -1 is the smallest, not the largest */
+    out[64 + lane] = (unsigned)__reduce_max_sync(0xffffffffu, lane == 0 ? -1 : (int)(lane % 6));
 }
 
 Test(simt, warp_reduce_max)
 {
-    unsigned *out = dev_alloc<unsigned>(64);
+    unsigned *out = dev_alloc<unsigned>(96);
     for (const char *s : kSchedules) {
         simt_set_schedule(s);
         dp_launch_cfg cfg(dim3(1), dim3(32), 0, nullptr);
         cr_assert_eq(DP_LAUNCH(reduce_max, cfg, out), cudaSuccess, "%s", simt_last_message());
-        std::vector<unsigned> g = dev_read(out, 64);
+        std::vector<unsigned> g = dev_read(out, 96);
         for (int l = 0; l < 32; ++l) {
             cr_assert_eq(g[l], 0x80000000u + 31u, "full warp, lane %d (%s)", l, s);
             if (l % 2) cr_assert_eq(g[32 + l], 0xfffffff0u, "odd lanes, lane %d (%s)", l, s);
+            cr_assert_eq((int)g[64 + l], 5, "signed, lane %d (%s)", l, s);
         }
     }
     cudaFree(out);
@@ -319,6 +322,21 @@ Test(simt, shared_memory_and_outputs_are_poisoned)
     memcpy(&f, &g[0], 4);
     cr_assert(std::isnan(f), "the poison is a NaN as float");
     cudaFree(out);
+}
+
+/* A GPU hands back whatever memory held before: fresh allocations are
+ * poisoned, so code that reads scratch before writing it fails here too. */
+Test(simt, fresh_allocations_are_poisoned)
+{
+    void *plain = nullptr, *ordered = nullptr;
+    cr_assert_eq(cudaMalloc(&plain, 4096), cudaSuccess);
+    cr_assert_eq(cudaMallocAsync(&ordered, 4096, nullptr), cudaSuccess);
+    for (void *p : {plain, ordered}) {
+        std::vector<unsigned> g = dev_read(static_cast<unsigned *>(p), 1024);
+        for (int i = 0; i < 1024; ++i) cr_assert_eq(g[i], 0x7FC0DEADu, "word %d", i);
+    }
+    cudaFree(plain);
+    cudaFreeAsync(ordered, nullptr);
 }
 
 Test(simt, copies_and_sync_count)
