@@ -145,6 +145,8 @@ static void workspace_arena(detpost_backend backend)
     cr_assert_eq(detpost_mask_iou(ctx, dm, 10, dm, 10, 64, dout), DETPOST_OK, "%s", detpost_last_error(ctx));
     const size_t cap = detpost_workspace_capacity(ctx);
     cr_assert_leq(cap, need);
+    cr_assert(need == 0 || cap > 0, "the first call grew the arena (%zu bytes for a need of %zu)", cap, need);
+    if (backend == DETPOST_CUDA) cr_assert_gt(need, 0, "mask IoU on CUDA has scratch to hold");
     cr_assert_eq(detpost_mask_iou(ctx, dm, 5, dm, 5, 64, dout), DETPOST_OK);
     cr_assert_eq(detpost_workspace_capacity(ctx), cap, "a smaller call does not reallocate");
     cr_assert_eq(detpost_mask_iou(ctx, dm, 10, dm, 10, 64, dout), DETPOST_OK);
