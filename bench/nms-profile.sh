@@ -29,7 +29,7 @@ if command -v ncu >/dev/null 2>&1; then
     for method in hard gaussian; do
         echo "== ncu: $method NMS of 10000 boxes"
         timeout 90 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
-            "$G/detpost_bench" --backend cuda --filter "nms_$method 10000\$" --reps 2 >"$R/ncu-$method.csv" 2>/dev/null
+            "$G/detpost_bench" --backend cuda --filter "nms_$method 10000\$" --reps 2 >"$R/ncu-$method.csv" 2>"$R/ncu-$method.err"
         python3 bench/ncu_calls.py "$R/ncu-$method.csv" nms_keys
     done
 fi
