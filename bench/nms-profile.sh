@@ -20,7 +20,7 @@ timeout 60 "$G/detpost_bench" --backend cuda --filter nms --reps 30 --graph | ta
 
 if python3 -c "import torch, torchvision" >/dev/null 2>&1; then
     echo "== beside torchvision"
-    PYTHONUNBUFFERED=1 timeout 120 python3 bench/vs_torchvision.py --lib "$G/lib/libdetpost.so" --filter nms \
+    PYTHONUNBUFFERED=1 timeout 120 python3 bench/vs_torchvision.py --lib "$G/lib/libdetpost.so" --filter nms --reps 100 \
         >"$R/vs_torchvision.txt" 2>&1
     sed -n '/^| op/,$p' "$R/vs_torchvision.txt"
 fi
