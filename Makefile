@@ -80,7 +80,7 @@ objs = $(patsubst %.c,$(BUILD)/$(1)/obj/%.o,$(LIB_C)) \
 	$(if $(filter cpu,$(1)),,$(patsubst %.cu,$(BUILD)/$(1)/obj/%.o,$(LIB_CU))) \
 	$(if $(filter sim,$(1)),$(patsubst %.cpp,$(BUILD)/$(1)/obj/%.o,$(SIMT_CPP)))
 tool_objs = $(patsubst %.c,$(BUILD)/$(1)/obj/%.o,$(TOOL_C))
-test_objs = $(patsubst %.c,$(BUILD)/$(1)/obj/%.o,$(TEST_C) host/tool/json_io.c host/tool/args.c) \
+test_objs = $(patsubst %.c,$(BUILD)/$(1)/obj/%.o,$(TEST_C) host/tool/json_io.c host/tool/args.c host/tool/inputs.c) \
 	$(if $(filter sim,$(1)),$(patsubst %.cu,$(BUILD)/$(1)/obj/%.o,$(TEST_SIM_CU))) \
 	$(if $(filter sim cuda,$(1)),$(patsubst %.cu,$(BUILD)/$(1)/obj/%.o,$(TEST_CU)))
 

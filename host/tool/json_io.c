@@ -87,6 +87,16 @@ int dpj_number(const cJSON *node, double *value)
     return 0;
 }
 
+int dpj_integer(const cJSON *node, int64_t lo, int64_t hi, int64_t *value)
+{
+    if (!cJSON_IsNumber(node)) return 0;
+    const double v = node->valuedouble;
+    /* written so that NaN fails the range test; only then is the cast defined */
+    if (!(v >= (double)lo && v <= (double)hi) || v != floor(v)) return 0;
+    *value = (int64_t)v;
+    return 1;
+}
+
 detpost_status dpj_float_rows(const cJSON *node, const char *what, int cols, float **out, int64_t *rows,
                               dpj_error *err)
 {

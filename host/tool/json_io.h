@@ -28,6 +28,15 @@ detpost_status dpj_parse(const char *text, size_t len, const char *source, cJSON
  * non-finite numbers). */
 int dpj_number(const cJSON *node, double *value);
 
+/* The largest integer below which every integer is a double: ids and sizes
+ * read from JSON stay within +-this so that each reads back exactly. */
+#define DPJ_MAX_EXACT_INTEGER 9007199254740991LL /* 2^53 - 1 */
+
+/* A JSON number that is an integer in [lo, hi] (both within
+ * +-DPJ_MAX_EXACT_INTEGER); returns 0 (value untouched) for anything else:
+ * another type, a fraction, an out-of-range or non-finite number. */
+int dpj_integer(const cJSON *node, int64_t lo, int64_t hi, int64_t *value);
+
 /* An array of `cols`-number rows ([[x1, y1, x2, y2], ...] for cols 4) into a
  * malloc'd row-major array; cols 0 reads a flat array of numbers. */
 detpost_status dpj_float_rows(const cJSON *node, const char *what, int cols, float **out, int64_t *rows,
