@@ -6,6 +6,7 @@
  * same format (soft methods: with their decayed scores), image by image in
  * order of first appearance, best first within an image.
  */
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,15 +17,9 @@
 
 static const char *const method_names[] = {"hard", "linear", "gaussian", "diou"};
 
-typedef struct detection {
-    double image_id, category_id;
-    float bbox[4]; /* x, y, w, h as read */
-    float score;
-} detection;
-
 typedef struct image_group {
-    double image_id;
-    int64_t *members; /* indices into the detections */
+    int64_t image_id;
+    const int64_t *members; /* indices into the detections, in input order */
     int64_t count;
 } image_group;
 
@@ -36,104 +31,62 @@ static void usage(void)
                     "  JSON goes to OUT.json, or to stdout unless --print shows a table of every image instead\n");
 }
 
-/* Reads the COCO results array; on failure fills err and returns a status. */
-static detpost_status read_detections(const cJSON *root, const char *path, detection **out, int64_t *count,
-                                      dpj_error *err)
+static int out_of_memory(const char *what)
 {
-    *out = NULL, *count = 0;
-    if (!cJSON_IsArray(root)) {
-        snprintf(err->text, sizeof err->text, "%s: expected an array of detections", path);
-        return DETPOST_ERR_PARSE;
-    }
-    const int64_t n = cJSON_GetArraySize(root);
-    detection *d = calloc((size_t)(n > 0 ? n : 1), sizeof *d);
-    if (d == NULL) {
-        snprintf(err->text, sizeof err->text, "%s: out of memory", path);
-        return DETPOST_ERR_OUT_OF_MEMORY;
-    }
-    int64_t i = 0;
-    const cJSON *item;
-    cJSON_ArrayForEach(item, root)
-    {
-        const cJSON *img = cJSON_GetObjectItemCaseSensitive(item, "image_id");
-        const cJSON *cat = cJSON_GetObjectItemCaseSensitive(item, "category_id");
-        const cJSON *bbox = cJSON_GetObjectItemCaseSensitive(item, "bbox");
-        const cJSON *score = cJSON_GetObjectItemCaseSensitive(item, "score");
-        double v;
-        if (!cJSON_IsNumber(img) || !cJSON_IsNumber(cat) || !dpj_number(score, &v) || !cJSON_IsArray(bbox) ||
-            cJSON_GetArraySize(bbox) != 4) {
-            snprintf(err->text, sizeof err->text,
-                     "%s: detection %lld needs numeric image_id and category_id, a score and a bbox [x, y, w, h]",
-                     path, (long long)i);
-            free(d);
-            return DETPOST_ERR_PARSE;
-        }
-        d[i].image_id = img->valuedouble, d[i].category_id = cat->valuedouble, d[i].score = (float)v;
-        int k = 0;
-        const cJSON *cell;
-        cJSON_ArrayForEach(cell, bbox)
-        {
-            if (!dpj_number(cell, &v)) {
-                snprintf(err->text, sizeof err->text, "%s: detection %lld: bbox[%d] is not a number", path,
-                         (long long)i, k);
-                free(d);
-                return DETPOST_ERR_PARSE;
-            }
-            d[i].bbox[k++] = (float)v;
-        }
-        ++i;
-    }
-    *out = d, *count = n;
-    return DETPOST_OK;
+    char message[256];
+    snprintf(message, sizeof message, "out of host memory for %s", what);
+    return tool_fail(DETPOST_ERR_OUT_OF_MEMORY, message);
 }
 
-static int compare_doubles(const void *a, const void *b)
+typedef struct keyed {
+    int64_t key, index;
+} keyed;
+
+/* By key, then by index: qsort is not stable, the index makes it so. */
+static int compare_keyed(const void *a, const void *b)
 {
-    const double x = *(const double *)a, y = *(const double *)b;
+    const keyed *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+static int compare_first_members(const void *a, const void *b)
+{
+    const int64_t x = ((const image_group *)a)->members[0], y = ((const image_group *)b)->members[0];
     return (x > y) - (x < y);
 }
 
-/* Distinct category ids, ascending: class k of the batched call is cats[k]. */
-static double *categories(const detection *d, int64_t n, int64_t *count)
+/* Images in order of first appearance, each with its detections in input
+ * order (slices of *members). Sorting keeps this O(n log n) however many
+ * images there are. Returns 0 when memory runs out. */
+static int group_images(const tool_detection *d, int64_t n, image_group **groups, int64_t *count, int64_t **members)
 {
-    double *cats = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
-    for (int64_t i = 0; i < n; ++i) cats[i] = d[i].category_id;
-    qsort(cats, (size_t)n, sizeof(double), compare_doubles);
-    int64_t m = 0;
-    for (int64_t i = 0; i < n; ++i)
-        if (m == 0 || cats[i] != cats[m - 1]) cats[m++] = cats[i];
-    *count = m;
-    return cats;
+    *groups = NULL, *count = 0, *members = NULL;
+    keyed *order = malloc((size_t)(n > 0 ? n : 1) * sizeof *order);
+    int64_t *m = malloc((size_t)(n > 0 ? n : 1) * sizeof *m);
+    image_group *g = malloc((size_t)(n > 0 ? n : 1) * sizeof *g);
+    if (order == NULL || m == NULL || g == NULL) {
+        free(order), free(m), free(g);
+        return 0;
+    }
+    for (int64_t i = 0; i < n; ++i) order[i] = (keyed){d[i].image_id, i};
+    qsort(order, (size_t)n, sizeof *order, compare_keyed);
+    int64_t images = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        m[i] = order[i].index;
+        if (i == 0 || order[i].key != order[i - 1].key) g[images++] = (image_group){order[i].key, m + i, 0};
+        g[images - 1].count++;
+    }
+    qsort(g, (size_t)images, sizeof *g, compare_first_members);
+    free(order);
+    *groups = g, *count = images, *members = m;
+    return 1;
 }
 
-static int64_t class_of(const double *cats, int64_t count, double id)
+static int compare_ids(const void *a, const void *b)
 {
-    const double *hit = bsearch(&id, cats, (size_t)count, sizeof(double), compare_doubles);
-    return hit - cats;
-}
-
-/* Images in order of first appearance, each with its detections. */
-static image_group *group_images(const detection *d, int64_t n, int64_t *count)
-{
-    image_group *g = calloc((size_t)(n > 0 ? n : 1), sizeof *g);
-    int64_t m = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        int64_t k = 0;
-        while (k < m && g[k].image_id != d[i].image_id) ++k;
-        if (k == m) g[m++].image_id = d[i].image_id;
-        g[k].count++;
-    }
-    for (int64_t k = 0; k < m; ++k) {
-        g[k].members = malloc((size_t)g[k].count * sizeof(int64_t));
-        g[k].count = 0;
-    }
-    for (int64_t i = 0; i < n; ++i) {
-        int64_t k = 0;
-        while (g[k].image_id != d[i].image_id) ++k;
-        g[k].members[g[k].count++] = i;
-    }
-    *count = m;
-    return g;
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
 }
 
 /* The shortest decimal that reads back as the same float (0.93, not
@@ -152,9 +105,10 @@ static void print_float(FILE *f, float v)
     fputs(text, f);
 }
 
-static void print_detection(FILE *f, const detection *d, float score, const char *lead)
+static void print_detection(FILE *f, const tool_detection *d, float score, const char *lead)
 {
-    fprintf(f, "%s{\"image_id\": %.15g, \"category_id\": %.15g, \"bbox\": [", lead, d->image_id, d->category_id);
+    fprintf(f, "%s{\"image_id\": %lld, \"category_id\": %lld, \"bbox\": [", lead, (long long)d->image_id,
+            (long long)d->category_id);
     for (int k = 0; k < 4; ++k) {
         if (k) fputs(", ", f);
         print_float(f, d->bbox[k]);
@@ -164,38 +118,69 @@ static void print_detection(FILE *f, const detection *d, float score, const char
     fputc('}', f);
 }
 
-static void print_row(const detection *d, float score)
+static void print_row(const tool_detection *d, float score)
 {
-    printf("    category %-4.15g score %-10.6g box [%g, %g, %g, %g]\n", d->category_id, (double)score,
+    printf("    category %-4lld score %-10.6g box [%g, %g, %g, %g]\n", (long long)d->category_id, (double)score,
            (double)d->bbox[0], (double)d->bbox[1], (double)(d->bbox[0] + d->bbox[2]),
            (double)(d->bbox[1] + d->bbox[3]));
 }
 
-/* One image through detpost_batched_nms: fills kept[] (detection indices)
- * and kept_scores[], returns how many, or -1 after printing why. */
-static int64_t nms_image(detpost_ctx *ctx, const detpost_batched_nms_params *p, const detection *d,
-                         const image_group *g, const double *cats, int64_t num_classes, int64_t *kept,
-                         float *kept_scores)
+/* One image through detpost_batched_nms, its score matrix spanning only its
+ * own categories: fills kept[] (detection indices) and kept_scores[], at most
+ * g->count of each, and returns how many, or -1 after printing why. */
+static int64_t nms_image(detpost_ctx *ctx, const detpost_batched_nms_params *p, const tool_detection *d,
+                         const image_group *g, int64_t *kept, float *kept_scores)
 {
-    const int64_t N = g->count, C = num_classes, K = p->max_per_image;
+    const int64_t N = g->count;
+    int64_t *cats = malloc((size_t)N * sizeof *cats);
+    if (cats == NULL) {
+        out_of_memory("the categories of an image");
+        return -1;
+    }
+    for (int64_t i = 0; i < N; ++i) cats[i] = d[g->members[i]].category_id;
+    qsort(cats, (size_t)N, sizeof *cats, compare_ids);
+    int64_t C = 0; /* class k of the call is cats[k] */
+    for (int64_t i = 0; i < N; ++i)
+        if (C == 0 || cats[i] != cats[C - 1]) cats[C++] = cats[i];
+    if (N * C > INT32_MAX) {
+        char message[256];
+        snprintf(message, sizeof message,
+                 "image %lld: %lld detections in %lld categories make %lld scores; detpost_batched_nms takes "
+                 "below 2^31",
+                 (long long)g->image_id, (long long)N, (long long)C, (long long)(N * C));
+        free(cats);
+        tool_fail(DETPOST_ERR_UNSUPPORTED, message);
+        return -1;
+    }
+    /* Rows past the candidates are padding, and an image has no more candidates than detections: a smaller K
+     * keeps every answer and bounds the buffers by the input however large --max-per-image is. */
+    detpost_batched_nms_params q = *p;
+    const int64_t K = q.max_per_image < N ? q.max_per_image : N;
+    q.max_per_image = K;
     float *boxes = malloc((size_t)N * 4 * sizeof(float)), *scores = malloc((size_t)(N * C) * sizeof(float));
     float *out_boxes = malloc((size_t)K * 4 * sizeof(float)), *out_scores = malloc((size_t)K * sizeof(float));
     int32_t *out_classes = malloc((size_t)K * sizeof(int32_t)), *out_indices = malloc((size_t)K * sizeof(int32_t));
     int32_t num = 0;
-    void *dev[8] = {NULL};
+    void *dev[7] = {NULL};
     int64_t result = -1;
+    detpost_status st;
+    if (!boxes || !scores || !out_boxes || !out_scores || !out_classes || !out_indices) {
+        out_of_memory("the score matrix of an image");
+        goto done;
+    }
     for (int64_t i = 0; i < N; ++i) {
-        const detection *x = &d[g->members[i]];
+        const tool_detection *x = &d[g->members[i]];
         boxes[i * 4 + 0] = x->bbox[0], boxes[i * 4 + 1] = x->bbox[1];
         boxes[i * 4 + 2] = x->bbox[0] + x->bbox[2], boxes[i * 4 + 3] = x->bbox[1] + x->bbox[3];
         for (int64_t c = 0; c < C; ++c) scores[i * C + c] = -INFINITY;
-        scores[i * C + class_of(cats, C, x->category_id)] = x->score;
+        const int64_t *cls = bsearch(&x->category_id, cats, (size_t)C, sizeof *cats, compare_ids);
+        scores[i * C + (cls - cats)] = x->score;
     }
-    detpost_status st;
     const size_t sizes[7] = {(size_t)N * 16, (size_t)(N * C) * 4, 4, (size_t)K * 16, (size_t)K * 4, (size_t)K * 4,
                              (size_t)K * 4};
     if (detpost_get_backend(ctx) == DETPOST_CPU) {
-        st = detpost_batched_nms(ctx, p, boxes, scores, 1, N, C, &num, out_boxes, out_scores, out_classes, out_indices);
+        st = detpost_batched_nms(ctx, &q, boxes, scores, 1, N, C, &num, out_boxes, out_scores, out_classes,
+                                 out_indices);
     } else {
         if (!(dev[0] = tool_upload(ctx, boxes, sizes[0])) || !(dev[1] = tool_upload(ctx, scores, sizes[1]))) goto done;
         for (int k = 2; k < 7; ++k)
@@ -203,7 +188,7 @@ static int64_t nms_image(detpost_ctx *ctx, const detpost_batched_nms_params *p, 
                 tool_fail_ctx(st, ctx);
                 goto done;
             }
-        st = detpost_batched_nms(ctx, p, dev[0], dev[1], 1, N, C, dev[2], dev[3], dev[4], dev[5], dev[6]);
+        st = detpost_batched_nms(ctx, &q, dev[0], dev[1], 1, N, C, dev[2], dev[3], dev[4], dev[5], dev[6]);
         if (st == DETPOST_OK &&
             ((st = detpost_to_host(ctx, &num, dev[2], sizes[2])) != DETPOST_OK ||
              (st = detpost_to_host(ctx, out_scores, dev[4], sizes[4])) != DETPOST_OK ||
@@ -223,8 +208,34 @@ static int64_t nms_image(detpost_ctx *ctx, const detpost_batched_nms_params *p, 
     result = num;
 done:
     for (int k = 0; k < 7; ++k) detpost_free(ctx, dev[k]);
-    free(boxes), free(scores), free(out_boxes), free(out_scores), free(out_classes), free(out_indices);
+    free(cats), free(boxes), free(scores), free(out_boxes), free(out_scores), free(out_classes), free(out_indices);
     return result;
+}
+
+/* The table of --print: every image before and after. */
+static void print_tables(const tool_detection *dets, const image_group *images, int64_t num_images,
+                         const int64_t *kept, const float *kept_scores, const int64_t *first_kept, const char *method)
+{
+    for (int64_t k = 0; k < num_images; ++k) {
+        const int64_t n = first_kept[k + 1] - first_kept[k];
+        printf("image %lld: %lld detections, %lld kept (%s NMS)\n", (long long)images[k].image_id,
+               (long long)images[k].count, (long long)n, method);
+        printf("  before:\n");
+        for (int64_t i = 0; i < images[k].count; ++i) {
+            const tool_detection *x = &dets[images[k].members[i]];
+            print_row(x, x->score);
+        }
+        printf("  after:\n");
+        for (int64_t i = first_kept[k]; i < first_kept[k + 1]; ++i) print_row(&dets[kept[i]], kept_scores[i]);
+    }
+}
+
+static void write_json(FILE *out, const tool_detection *dets, const int64_t *kept, const float *kept_scores,
+                       int64_t num_kept)
+{
+    fputc('[', out);
+    for (int64_t i = 0; i < num_kept; ++i) print_detection(out, &dets[kept[i]], kept_scores[i], i ? ",\n " : "\n ");
+    fputs(num_kept ? "\n]\n" : "]\n", out);
 }
 
 int cmd_nms(int argc, char **argv)
@@ -291,70 +302,64 @@ int cmd_nms(int argc, char **argv)
 
     int rc = TOOL_EXIT_FAIL;
     cJSON *root = NULL;
-    detection *dets = NULL;
-    double *cats = NULL;
+    tool_detection *dets = NULL;
     image_group *images = NULL;
-    int64_t num_dets = 0, num_classes = 0, num_images = 0;
-    int64_t *kept = NULL;
+    int64_t num_dets = 0, num_images = 0;
+    int64_t *members = NULL, *kept = NULL, *first_kept = NULL;
     float *kept_scores = NULL;
     detpost_ctx *ctx = NULL;
-    FILE *out = NULL;
     dpj_error err;
     detpost_status st;
     if ((st = dpj_load(in_path, &root, &err)) != DETPOST_OK ||
-        (st = read_detections(root, in_path, &dets, &num_dets, &err)) != DETPOST_OK) {
+        (st = tool_read_detections(root, in_path, &dets, &num_dets, &err)) != DETPOST_OK) {
         rc = tool_fail(st, err.text);
         goto done;
     }
-    cats = categories(dets, num_dets, &num_classes);
-    images = group_images(dets, num_dets, &num_images);
+    if (!group_images(dets, num_dets, &images, &num_images, &members)) {
+        rc = out_of_memory("grouping the detections by image");
+        goto done;
+    }
+    /* an image keeps at most its own detections, so the results of all fit in num_dets rows */
+    kept = malloc((size_t)(num_dets > 0 ? num_dets : 1) * sizeof *kept);
+    kept_scores = malloc((size_t)(num_dets > 0 ? num_dets : 1) * sizeof *kept_scores);
+    first_kept = malloc((size_t)(num_images + 1) * sizeof *first_kept);
+    if (kept == NULL || kept_scores == NULL || first_kept == NULL) {
+        rc = out_of_memory("the kept detections");
+        goto done;
+    }
     if ((ctx = tool_open(backend)) == NULL) goto done;
-    /* the parameters are checked once, before any image */
+    /* The parameters are checked once, before any image, with the K of an image of one detection: each image
+     * runs with K clamped to its detections, so a huge --max-per-image sizes nothing. */
+    detpost_batched_nms_params checked = p;
+    if (checked.max_per_image > 1) checked.max_per_image = 1;
     size_t unused;
-    if ((st = detpost_batched_nms_workspace_size(ctx, &p, 1, 1, num_classes > 0 ? num_classes : 1, &unused)) !=
-        DETPOST_OK) {
+    if ((st = detpost_batched_nms_workspace_size(ctx, &checked, 1, 1, 1, &unused)) != DETPOST_OK) {
         rc = tool_fail_ctx(st, ctx);
         goto done;
     }
-    kept = malloc((size_t)(p.max_per_image > 0 ? p.max_per_image : 1) * sizeof(int64_t));
-    kept_scores = malloc((size_t)(p.max_per_image > 0 ? p.max_per_image : 1) * sizeof(float));
-    if (out_path) {
-        if ((out = fopen(out_path, "w")) == NULL) {
-            rc = tool_fail(DETPOST_ERR_IO, out_path);
+    /* Everything is computed before anything is written, so a failure leaves no partial output. */
+    first_kept[0] = 0;
+    for (int64_t k = 0; k < num_images; ++k) {
+        const int64_t n = nms_image(ctx, &p, dets, &images[k], kept + first_kept[k], kept_scores + first_kept[k]);
+        if (n < 0) goto done;
+        first_kept[k + 1] = first_kept[k] + n;
+    }
+    if (print_table) print_tables(dets, images, num_images, kept, kept_scores, first_kept, method_names[p.nms.method]);
+    if (out_path || !print_table) {
+        FILE *out = out_path ? fopen(out_path, "w") : stdout;
+        if (out == NULL) {
+            char message[512];
+            snprintf(message, sizeof message, "%s: cannot open for writing: %s", out_path, strerror(errno));
+            rc = tool_fail(DETPOST_ERR_IO, message);
             goto done;
         }
-    } else if (!print_table) {
-        out = stdout;
+        write_json(out, dets, kept, kept_scores, first_kept[num_images]);
+        if ((rc = tool_finish_output(out, out_path)) != 0) goto done;
     }
-    if (out) fputc('[', out);
-    int first = 1;
-    for (int64_t k = 0; k < num_images; ++k) {
-        const int64_t n = nms_image(ctx, &p, dets, &images[k], cats, num_classes, kept, kept_scores);
-        if (n < 0) goto done;
-        if (print_table) {
-            printf("image %.15g: %lld detections, %lld kept (%s NMS)\n", images[k].image_id,
-                   (long long)images[k].count, (long long)n, method_names[p.nms.method]);
-            printf("  before:\n");
-            for (int64_t i = 0; i < images[k].count; ++i) {
-                const detection *x = &dets[images[k].members[i]];
-                print_row(x, x->score);
-            }
-            printf("  after:\n");
-            for (int64_t i = 0; i < n; ++i) print_row(&dets[kept[i]], kept_scores[i]);
-        }
-        if (out)
-            for (int64_t i = 0; i < n; ++i) {
-                print_detection(out, &dets[kept[i]], kept_scores[i], first ? "\n " : ",\n ");
-                first = 0;
-            }
-    }
-    if (out) fputs(first ? "]\n" : "\n]\n", out);
-    rc = 0;
+    rc = print_table ? tool_finish_output(stdout, NULL) : 0;
 done:
-    if (out && out != stdout) fclose(out);
     detpost_destroy(ctx);
-    for (int64_t k = 0; k < num_images; ++k) free(images[k].members);
-    free(images), free(cats), free(dets), free(kept), free(kept_scores);
+    free(images), free(members), free(dets), free(kept), free(kept_scores), free(first_kept);
     cJSON_Delete(root);
     return rc;
 }

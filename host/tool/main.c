@@ -2,6 +2,7 @@
  * detpost: command-line front end of the library; `detpost --help` lists the
  * commands (version, devices, iou, nms, roi-align, cascade).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,20 @@ int tool_fail(detpost_status st, const char *message)
 }
 
 int tool_fail_ctx(detpost_status st, const detpost_ctx *ctx) { return tool_fail(st, detpost_last_error(ctx)); }
+
+int tool_finish_output(FILE *f, const char *path)
+{
+    errno = 0;
+    /* a buffered write fails only when flushed; an earlier failure left the error flag */
+    int failed = fflush(f) != 0 || ferror(f);
+    int why = errno;
+    if (f != stdout && fclose(f) != 0 && !failed) failed = 1, why = errno;
+    if (!failed) return 0;
+    char message[512];
+    snprintf(message, sizeof message, "%s: cannot write: %s", path ? path : "standard output",
+             why ? strerror(why) : "write error");
+    return tool_fail(DETPOST_ERR_IO, message);
+}
 
 int tool_backend(const char *name, detpost_backend *backend)
 {

@@ -30,6 +30,12 @@ int tool_parse_double(const char *text, double *out);
 /* A decimal integer in [lo, hi] that is the whole of text; returns 0 (out untouched) otherwise. */
 int tool_parse_int(const char *text, long long lo, long long hi, long long *out);
 
+/* Flushes an output the command has written and closes it unless it is
+ * stdout (path NULL names it "standard output"); a failed write or close
+ * answers DETPOST_ERR_IO naming the output, so a full disk is not a success.
+ * Returns 0 or TOOL_EXIT_FAIL. */
+int tool_finish_output(FILE *f, const char *path);
+
 /* ---- readers of the tools' JSON inputs (inputs.c): each refuses what it
  * cannot take exactly with DETPOST_ERR_PARSE and a sentence naming the value,
  * or answers DETPOST_ERR_OUT_OF_MEMORY; nothing is returned on failure. */
