@@ -176,6 +176,10 @@ static int run_stages(detpost_ctx *ctx, scene *s, uint64_t seed, rng *r, stage_r
     int32_t *num = malloc((size_t)s->images * 4), *pos = malloc((size_t)s->images * 4);
     int rc = TOOL_EXIT_FAIL;
     detpost_status st = DETPOST_OK;
+    if (!deltas || !decoded || !iou || !num || !pos) {
+        rc = tool_fail(DETPOST_ERR_OUT_OF_MEMORY, "out of host memory for the stages' results");
+        goto done;
+    }
     for (int k = 0; k < D_COUNT; ++k)
         if ((st = detpost_alloc(ctx, &d[k], bytes[k])) != DETPOST_OK) goto failed;
     const void *inputs[][2] = {{s->gt, d[D_GT]},       {s->labels, d[D_LABELS]}, {s->num_gt, d[D_NUM_GT]},
@@ -243,29 +247,57 @@ done:
     return rc;
 }
 
+static int cascade_usage(void)
+{
+    fprintf(stderr, "usage: detpost cascade [--backend cpu|cuda] [--seed N] [--images 1-%d] [--proposals 1-%d]\n",
+            MAX_IMAGES, MAX_PROPOSALS);
+    return TOOL_EXIT_USAGE;
+}
+
 int cmd_cascade(int argc, char **argv)
 {
     detpost_backend backend = DETPOST_CPU;
     uint64_t seed = 1;
     scene s = {4, 10, 500, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     for (int i = 1; i < argc; ++i) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--backend") != 0 && strcmp(arg, "--seed") != 0 && strcmp(arg, "--images") != 0 &&
+            strcmp(arg, "--proposals") != 0) {
+            fprintf(stderr, "detpost cascade: unknown option '%s'\n", arg);
+            return cascade_usage();
+        }
+        if (i + 1 == argc) {
+            fprintf(stderr, "detpost cascade: %s needs a value\n", arg);
+            return cascade_usage();
+        }
+        const char *val = argv[++i];
         long long k;
-        if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
-            if (!tool_backend(argv[++i], &backend)) {
-                fprintf(stderr, "detpost cascade: unknown backend '%s' (cpu, cuda)\n", argv[i]);
-                return TOOL_EXIT_USAGE;
+        if (strcmp(arg, "--backend") == 0) {
+            if (!tool_backend(val, &backend)) {
+                fprintf(stderr, "detpost cascade: --backend must be cpu or cuda, not '%s'\n", val);
+                return cascade_usage();
             }
-        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc && tool_parse_int(argv[i + 1], 0, LLONG_MAX, &k)) {
-            seed = (uint64_t)k, ++i;
-        } else if (strcmp(argv[i], "--images") == 0 && i + 1 < argc && tool_parse_int(argv[i + 1], 1, MAX_IMAGES, &k)) {
-            s.images = k, ++i;
-        } else if (strcmp(argv[i], "--proposals") == 0 && i + 1 < argc &&
-                   tool_parse_int(argv[i + 1], 1, MAX_PROPOSALS, &k)) {
-            s.proposals = k, ++i;
+        } else if (strcmp(arg, "--seed") == 0) {
+            if (!tool_parse_int(val, 0, LLONG_MAX, &k)) {
+                fprintf(stderr, "detpost cascade: --seed must be an integer from 0 to %lld, not '%s'\n", LLONG_MAX,
+                        val);
+                return cascade_usage();
+            }
+            seed = (uint64_t)k;
+        } else if (strcmp(arg, "--images") == 0) {
+            if (!tool_parse_int(val, 1, MAX_IMAGES, &k)) {
+                fprintf(stderr, "detpost cascade: --images must be an integer from 1 to %d, not '%s'\n", MAX_IMAGES,
+                        val);
+                return cascade_usage();
+            }
+            s.images = k;
         } else {
-            fprintf(stderr, "usage: detpost cascade [--backend cpu|cuda] [--seed N] [--images 1-%d] [--proposals 1-%d]\n",
-                    MAX_IMAGES, MAX_PROPOSALS);
-            return TOOL_EXIT_USAGE;
+            if (!tool_parse_int(val, 1, MAX_PROPOSALS, &k)) {
+                fprintf(stderr, "detpost cascade: --proposals must be an integer from 1 to %d, not '%s'\n",
+                        MAX_PROPOSALS, val);
+                return cascade_usage();
+            }
+            s.proposals = k;
         }
     }
     rng r = {seed};
@@ -277,7 +309,10 @@ int cmd_cascade(int argc, char **argv)
     memset(rep, 0, sizeof rep);
     detpost_ctx *ctx = tool_open(backend);
     int rc = ctx ? run_stages(ctx, &s, seed, &r, rep) : TOOL_EXIT_FAIL;
-    if (rc == 0) print_report(&s, rep, backend == DETPOST_CPU ? "cpu" : "cuda", seed);
+    if (rc == 0) {
+        print_report(&s, rep, backend == DETPOST_CPU ? "cpu" : "cuda", seed);
+        rc = tool_finish_output(stdout, NULL);
+    }
     detpost_destroy(ctx);
     free_scene(&s);
     return rc;

@@ -81,13 +81,16 @@ int cmd_iou(int argc, char **argv)
         rc = tool_fail_ctx(st, ctx);
         goto done;
     }
-    host_out = (float *)malloc(out_bytes ? out_bytes : 1);
+    if ((host_out = (float *)malloc(out_bytes ? out_bytes : 1)) == NULL) {
+        rc = tool_fail(DETPOST_ERR_OUT_OF_MEMORY, "out of host memory for the overlap matrix");
+        goto done;
+    }
     if ((st = detpost_to_host(ctx, host_out, dev[2], out_bytes)) != DETPOST_OK) {
         rc = tool_fail_ctx(st, ctx);
         goto done;
     }
     dpj_print_matrix(stdout, host_out, n[0], cols);
-    rc = 0;
+    rc = tool_finish_output(stdout, NULL);
 done:
     for (int k = 0; k < 3; ++k)
         if (ctx) detpost_free(ctx, dev[k]);
