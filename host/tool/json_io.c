@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static detpost_status fail(dpj_error *err, detpost_status st, const char *fmt, ...)
+detpost_status dpj_fail(dpj_error *err, detpost_status st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -22,7 +22,7 @@ detpost_status dpj_parse(const char *text, size_t len, const char *source, cJSON
     *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (*root == NULL) {
         size_t offset = end && end >= text ? (size_t)(end - text) : 0;
-        return fail(err, DETPOST_ERR_PARSE, "%s: invalid JSON at byte %zu", source, offset);
+        return dpj_fail(err, DETPOST_ERR_PARSE, "%s: invalid JSON at byte %zu", source, offset);
     }
     /* one value, then only white space: "[[0, 0, 1, 1]]]" is not a box list */
     size_t offset = (size_t)(end - text);
@@ -32,7 +32,7 @@ detpost_status dpj_parse(const char *text, size_t len, const char *source, cJSON
     if (offset < len) {
         cJSON_Delete(*root);
         *root = NULL;
-        return fail(err, DETPOST_ERR_PARSE, "%s: invalid JSON at byte %zu: text after the value", source, offset);
+        return dpj_fail(err, DETPOST_ERR_PARSE, "%s: invalid JSON at byte %zu: text after the value", source, offset);
     }
     return DETPOST_OK;
 }
@@ -41,7 +41,7 @@ detpost_status dpj_load(const char *path, cJSON **root, dpj_error *err)
 {
     *root = NULL;
     FILE *f = fopen(path, "rb");
-    if (f == NULL) return fail(err, DETPOST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (f == NULL) return dpj_fail(err, DETPOST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     char *text = NULL;
     size_t len = 0, cap = 0;
     detpost_status st = DETPOST_OK;
@@ -50,7 +50,7 @@ detpost_status dpj_load(const char *path, cJSON **root, dpj_error *err)
             cap = cap ? cap * 2 : 65536;
             char *grown = (char *)realloc(text, cap);
             if (grown == NULL) {
-                st = fail(err, DETPOST_ERR_OUT_OF_MEMORY, "%s: out of memory reading the file", path);
+                st = dpj_fail(err, DETPOST_ERR_OUT_OF_MEMORY, "%s: out of memory reading the file", path);
                 goto done;
             }
             text = grown;
@@ -60,7 +60,7 @@ detpost_status dpj_load(const char *path, cJSON **root, dpj_error *err)
         if (got == 0) break;
     }
     if (ferror(f)) {
-        st = fail(err, DETPOST_ERR_IO, "%s: read error", path);
+        st = dpj_fail(err, DETPOST_ERR_IO, "%s: read error", path);
         goto done;
     }
     st = dpj_parse(text ? text : "", len, path, root, err);
@@ -102,11 +102,11 @@ detpost_status dpj_float_rows(const cJSON *node, const char *what, int cols, flo
 {
     *out = NULL;
     *rows = 0;
-    if (!cJSON_IsArray(node)) return fail(err, DETPOST_ERR_PARSE, "%s: expected a JSON array", what);
+    if (!cJSON_IsArray(node)) return dpj_fail(err, DETPOST_ERR_PARSE, "%s: expected a JSON array", what);
     const int64_t n = cJSON_GetArraySize(node);
     const int64_t width = cols > 0 ? cols : 1;
     float *values = (float *)malloc((size_t)(n > 0 ? n * width : 1) * sizeof(float));
-    if (values == NULL) return fail(err, DETPOST_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
+    if (values == NULL) return dpj_fail(err, DETPOST_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
     int64_t i = 0;
     const cJSON *row;
     cJSON_ArrayForEach(row, node)
@@ -115,14 +115,15 @@ detpost_status dpj_float_rows(const cJSON *node, const char *what, int cols, flo
         if (cols == 0) {
             if (!dpj_number(row, &v)) {
                 free(values);
-                return fail(err, DETPOST_ERR_PARSE, "%s[%lld]: expected a number", what, (long long)i);
+                return dpj_fail(err, DETPOST_ERR_PARSE, "%s[%lld]: expected a number", what, (long long)i);
             }
             values[i++] = (float)v;
             continue;
         }
         if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != cols) {
             free(values);
-            return fail(err, DETPOST_ERR_PARSE, "%s[%lld]: expected an array of %d numbers", what, (long long)i, cols);
+            return dpj_fail(err, DETPOST_ERR_PARSE, "%s[%lld]: expected an array of %d numbers", what, (long long)i,
+                            cols);
         }
         int k = 0;
         const cJSON *cell;
@@ -130,7 +131,7 @@ detpost_status dpj_float_rows(const cJSON *node, const char *what, int cols, flo
         {
             if (!dpj_number(cell, &v)) {
                 free(values);
-                return fail(err, DETPOST_ERR_PARSE, "%s[%lld][%d]: expected a number", what, (long long)i, k);
+                return dpj_fail(err, DETPOST_ERR_PARSE, "%s[%lld][%d]: expected a number", what, (long long)i, k);
             }
             values[i * cols + k++] = (float)v;
         }

@@ -17,6 +17,13 @@ typedef struct dpj_error {
     char text[512];
 } dpj_error;
 
+/* Writes the message into err and returns st: the readers' one way to fail. */
+detpost_status dpj_fail(dpj_error *err, detpost_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 /* Reads and parses a file holding one JSON value (white space may follow
  * it). A syntax error, or anything else after the value, answers
  * DETPOST_ERR_PARSE with the byte offset where parsing stopped; an
