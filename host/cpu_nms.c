@@ -322,7 +322,7 @@ detpost_status cpu_batched_nms(const detpost_batched_nms_params *p, const float 
             const int64_t flat = kept[k].tiebreak, n = flat / num_classes, cls = flat % num_classes;
             const int64_t row = p->boxes_per_class ? (img * num_boxes + n) * num_classes + cls : img * num_boxes + n;
             dp_decode_box(p->box_coding, boxes + row * 4, det_boxes + o * 4);
-            det_scores[o] = kept[k].score;
+            det_scores[o] = kept[k].score + 0.0f; /* +0 for either zero, as the CUDA sort key has it */
             det_classes[o] = (int32_t)cls;
             if (det_indices) det_indices[o] = (int32_t)n;
         }

@@ -537,6 +537,29 @@ Test(batched_nms, cpu_vs_cuda)
  * matches above): K rows at most, per class at most max_per_class (also
  * across classes), nothing from the background class, and descending
  * scores. */
+/* A score of -0 passes a threshold below 0 and comes back as +0 on both
+ * backends (the CUDA backend's sort key keeps no sign; 0 and -0 tie). */
+static void check_signed_zero_score(detpost_backend backend)
+{
+    detpost_ctx *ctx = t_ctx(backend);
+    const float boxes[2 * 4] = {0, 0, 10, 10, 20, 20, 30, 30}, scores[2] = {-0.0f, 0.5f};
+    detpost_batched_nms_params p = detpost_batched_nms_params_default();
+    p.nms.score_threshold = -1.0f;
+    p.max_per_image = 2;
+    batched_out o = run_batched(ctx, &p, boxes, scores, 1, 2, 1);
+    cr_assert_eq(o.num_dets[0], 2);
+    cr_assert_eq(o.indices[1], 0);
+    cr_assert(o.scores[1] == 0.0f && !signbit(o.scores[1]), "score %g, sign bit %d", (double)o.scores[1],
+              signbit(o.scores[1]) != 0);
+    free_batched_out(&o);
+    detpost_destroy(ctx);
+}
+
+Test(batched_nms, signed_zero_score_cpu) { check_signed_zero_score(DETPOST_CPU); }
+#if TEST_HAS_CUDA
+Test(batched_nms, signed_zero_score_cuda) { check_signed_zero_score(DETPOST_CUDA); }
+#endif
+
 Test(batched_nms, limits_and_order_cpu)
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU);
