@@ -39,10 +39,11 @@ __global__ void sim_gemm_abt_f16(const uint16_t *a, int m, const uint16_t *b, in
 }
 
 detpost_status dp_gemm_abt_f16(detpost_ctx *ctx, const uint16_t *a, int m, const uint16_t *b, int n, int k_len,
-                               float *out)
+                               float *out, void *workspace)
 {
+    /* the host product needs no scratch, but the workspace must be there as on a GPU */
     if (!simt::is_device_range(a, (size_t)m * k_len * 2) || !simt::is_device_range(b, (size_t)n * k_len * 2) ||
-        !simt::is_device_range(out, (size_t)m * n * 4))
+        !simt::is_device_range(out, (size_t)m * n * 4) || !simt::is_device_range(workspace, DP_GEMM_WORKSPACE_BYTES))
         return dp_fail(ctx, DETPOST_ERR_INTERNAL, "GEMM operands are not device memory");
     dp_launch_cfg cfg(dim3(1), dim3(1), 0, dp_stream(ctx));
     cfg.out(out, (size_t)m * n * 4);
@@ -75,11 +76,14 @@ void dp_gemm_destroy(detpost_ctx *ctx)
 }
 
 detpost_status dp_gemm_abt_f16(detpost_ctx *ctx, const uint16_t *a, int m, const uint16_t *b, int n, int k_len,
-                               float *out)
+                               float *out, void *workspace)
 {
     cublasHandle_t h = (cublasHandle_t)ctx->cuda;
     cublasStatus_t s = cublasSetStream(h, dp_stream(ctx));
     if (s != CUBLAS_STATUS_SUCCESS) return blas_status(ctx, s, "binding cuBLAS to the stream");
+    /* after the stream, which resets it: cuBLAS then allocates nothing of its own */
+    s = cublasSetWorkspace(h, workspace, DP_GEMM_WORKSPACE_BYTES);
+    if (s != CUBLAS_STATUS_SUCCESS) return blas_status(ctx, s, "lending cuBLAS its workspace");
     const float one = 1.0f, zero = 0.0f;
     /* Column-major view: out^T [n, m] = b [n, k] * a^T [k, m]. */
     s = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k_len, &one, b, CUDA_R_16F, k_len, a, CUDA_R_16F, k_len,

@@ -13,8 +13,9 @@
  * Mask IoU: one pass over both mask sets (a block per 4096-pixel chunk of a
  * mask, so even a few large masks fill the GPU) turns bytes into
  * half-precision 0/1 and adds each mask's pixel count with one integer
- * atomic per block; one GEMM (gemm.cuh) gives every intersection; a final
- * map turns intersections into IoU in place.
+ * atomic per block; one GEMM (gemm.cuh, its cuBLAS workspace carved from
+ * the context's like the rest, so cuBLAS allocates nothing) gives every
+ * intersection; a final map turns intersections into IoU in place.
  */
 #include "dp_cuda.cuh"
 #include "gemm.cuh"
@@ -150,6 +151,7 @@ __global__ void mask_iou_finish(float *__restrict__ out, const unsigned *__restr
 struct mask_iou_ws {
     uint16_t *half_a, *half_b;
     unsigned *counts; /* na + nb pixel counts */
+    void *gemm;       /* cuBLAS's workspace (gemm.cuh) */
 };
 
 static size_t mask_iou_layout(dp_carver *c, int64_t na, int64_t nb, int64_t pixels, mask_iou_ws *ws)
@@ -157,6 +159,7 @@ static size_t mask_iou_layout(dp_carver *c, int64_t na, int64_t nb, int64_t pixe
     ws->half_a = (uint16_t *)dp_carve(c, (size_t)(na * pixels) * sizeof(uint16_t));
     ws->half_b = (uint16_t *)dp_carve(c, (size_t)(nb * pixels) * sizeof(uint16_t));
     ws->counts = (unsigned *)dp_carve(c, (size_t)(na + nb) * sizeof(unsigned));
+    ws->gemm = pixels > 0 ? dp_carve(c, DP_GEMM_WORKSPACE_BYTES) : NULL;
     return c->used;
 }
 
@@ -189,7 +192,7 @@ detpost_status cuda_mask_iou(detpost_ctx *ctx, const uint8_t *a, int64_t na, con
                     "launching the mask conversion kernel");
     }
     if (pixels > 0) {
-        st = dp_gemm_abt_f16(ctx, ws.half_a, (int)na, ws.half_b, (int)nb, (int)pixels, out);
+        st = dp_gemm_abt_f16(ctx, ws.half_a, (int)na, ws.half_b, (int)nb, (int)pixels, out, ws.gemm);
         if (st != DETPOST_OK) return st;
     }
     dp_launch_cfg cfg(dim3(dp_blocks_for(na * nb, 256)), dim3(256), 0, s);
