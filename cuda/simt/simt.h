@@ -10,7 +10,9 @@
  * (DETPOST_SIMT_SCHEDULE=forward|reverse|random:SEED or simt_set_schedule), so
  * a kernel that relies on an order the hardware does not promise gets a wrong
  * answer here. Shared memory and the declared outputs are poisoned before
- * every launch; launches a GPU would reject fail with an error and a message.
+ * every launch, fresh allocations when made; launches a GPU would reject
+ * fail with an error and a message, and so do threads of a block that wait
+ * at different __syncthreads.
  *
  * A cooperative launch (DP_LAUNCH_COOP) runs every block of its grid at once
  * in one scheduler: the schedule orders all threads of the grid, so blocks
@@ -215,9 +217,18 @@ struct block_state {
 extern thread_local thread_state *tls_thread;
 extern thread_local block_state tls_block;
 
-void syncthreads();
-int syncthreads_or(int predicate);
-int syncthreads_count(int predicate);
+/* Where a __syncthreads is written: threads of a block that wait at
+ * different ones (undefined on a GPU, where it may seem to work) fail the
+ * launch. The sites come from macros, since the call cannot tell where it
+ * was made (a return address would differ wherever the compiler copied one
+ * call into two branches). */
+struct barrier_site {
+    const char *file;
+    int line;
+};
+void syncthreads(barrier_site at);
+int syncthreads_or(int predicate, barrier_site at);
+int syncthreads_count(int predicate, barrier_site at);
 void grid_sync();
 
 enum warp_op { WARP_SYNC, WARP_BALLOT, WARP_ANY, WARP_ALL, WARP_REDUCE_MAX, WARP_IDX, WARP_UP, WARP_DOWN, WARP_XOR };
@@ -343,9 +354,9 @@ inline cudaError_t launch_cooperative(const char *kernel_name, void (*kernel)(P.
 #define gridDim (simt::tls_block.grid_dim)
 static constexpr int warpSize = 32;
 
-inline void __syncthreads() { simt::syncthreads(); }
-inline int __syncthreads_or(int p) { return simt::syncthreads_or(p); }
-inline int __syncthreads_count(int p) { return simt::syncthreads_count(p); }
+#define __syncthreads() simt::syncthreads(simt::barrier_site{__FILE__, __LINE__})
+#define __syncthreads_or(p) simt::syncthreads_or((p), simt::barrier_site{__FILE__, __LINE__})
+#define __syncthreads_count(p) simt::syncthreads_count((p), simt::barrier_site{__FILE__, __LINE__})
 inline void __syncwarp(unsigned mask = 0xffffffffu) { simt::warp_collective(simt::WARP_SYNC, mask, 0, 0, 32); }
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }

@@ -316,6 +316,7 @@ struct sim_thread : thread_state {
     int param = 0, width = 32;
     uint64_t result = 0;
     int barrier_pred = 0;
+    barrier_site barrier_at = {nullptr, 0}; /* the __syncthreads it waits at */
     sim_block *block = nullptr;
 };
 
@@ -530,9 +531,27 @@ void describe_stall(runner &r, int done, int at_barrier, int at_warp, int at_gri
                       at_warp, done);
 }
 
-/* Opens a block's __syncthreads: every thread of the block is at it. */
-void open_barrier(runner &r, sim_block &blk)
+bool same_site(const barrier_site &a, const barrier_site &b)
 {
+    return a.line == b.line && (a.file == b.file || std::strcmp(a.file, b.file) == 0);
+}
+
+/* Opens a block's __syncthreads: every thread of the block is at one. When
+ * they wait at different ones, writes why in r.failure and returns false. */
+bool open_barrier(runner &r, sim_block &blk)
+{
+    const sim_thread &first = r.threads[(size_t)blk.first];
+    for (int i = blk.first + 1; i < blk.first + r.block_threads; ++i) {
+        const sim_thread &t = r.threads[(size_t)i];
+        if (same_site(t.barrier_at, first.barrier_at)) continue;
+        r.failed_block = &blk;
+        std::snprintf(r.failure, sizeof r.failure,
+                      "threads %d and %d of a block wait at different __syncthreads (%s:%d and %s:%d), "
+                      "undefined on a GPU",
+                      first.linear, t.linear, first.barrier_at.file, first.barrier_at.line, t.barrier_at.file,
+                      t.barrier_at.line);
+        return false;
+    }
     blk.barrier_or = 0;
     blk.barrier_count = 0;
     for (int i = blk.first; i < blk.first + r.block_threads; ++i) {
@@ -542,6 +561,7 @@ void open_barrier(runner &r, sim_block &blk)
         t.status = T_READY;
     }
     blk.arrived = 0;
+    return true;
 }
 
 /* A random cooperative schedule holds back a random part of the grid for a
@@ -616,8 +636,9 @@ bool run_threads(runner &r, const schedule &sched)
             continue;
         }
         if (r.blocks[0].arrived == r.block_threads && !r.cooperative) {
-            open_barrier(r, r.blocks[0]);
-            continue;
+            if (open_barrier(r, r.blocks[0])) continue;
+            r.failed = true;
+            return false;
         }
         describe_stall(r, done, at_barrier, at_warp, at_grid);
         r.failed = true;
@@ -666,22 +687,27 @@ unsigned char *coop_smem(runner &r, size_t bytes)
 
 /* Waits at __syncthreads; returns the thread's block, whose barrier_or and
  * barrier_count then hold the votes of this barrier. */
-static const sim_block *barrier(int pred)
+static const sim_block *barrier(int pred, barrier_site at)
 {
     runner &r = *t_runner;
     sim_thread *t = r.current;
     t->barrier_pred = pred;
+    t->barrier_at = at;
     t->status = T_BLOCK_BARRIER;
     /* A cooperative grid opens a block's barrier at once, so that the block
      * can run ahead of the others; an ordinary block waits for the round. */
-    if (++t->block->arrived == r.block_threads && r.cooperative) open_barrier(r, *t->block);
+    if (++t->block->arrived == r.block_threads && r.cooperative && !open_barrier(r, *t->block)) {
+        char why[sizeof r.failure];
+        std::memcpy(why, r.failure, sizeof why);
+        abort_thread(r, "%s", why);
+    }
     yield_to_scheduler(r, t);
     return t->block;
 }
 
-void syncthreads() { barrier(0); }
-int syncthreads_or(int p) { return barrier(p)->barrier_or; }
-int syncthreads_count(int p) { return barrier(p)->barrier_count; }
+void syncthreads(barrier_site at) { barrier(0, at); }
+int syncthreads_or(int p, barrier_site at) { return barrier(p, at)->barrier_or; }
+int syncthreads_count(int p, barrier_site at) { return barrier(p, at)->barrier_count; }
 
 void grid_sync()
 {

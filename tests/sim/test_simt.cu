@@ -226,6 +226,32 @@ Test(simt, divergent_barrier_is_reported)
     cudaFree(out);
 }
 
+/* Every thread reaches a __syncthreads, but not the same one. */
+__global__ void split_barrier(int *out)
+{
+    if (threadIdx.x < 16) __syncthreads();
+    else __syncthreads();
+    out[threadIdx.x] = 1;
+}
+
+Test(simt, barriers_at_different_places_are_reported)
+{
+    int *out = dev_alloc<int>(64);
+    for (int cooperative = 0; cooperative < 2; ++cooperative)
+        for (const char *s : kSchedules) {
+            simt_set_schedule(s);
+            dp_launch_cfg cfg(dim3(2), dim3(32), 0, nullptr);
+            const cudaError_t e =
+                cooperative ? DP_LAUNCH_COOP(split_barrier, cfg, out) : DP_LAUNCH(split_barrier, cfg, out);
+            cr_assert_eq(e, cudaErrorLaunchFailure, "%s, cooperative %d", s, cooperative);
+            cr_assert(strstr(simt_last_message(), "different __syncthreads") != nullptr, "%s",
+                      simt_last_message());
+            cr_assert(strstr(simt_last_message(), "test_simt.cu") != nullptr, "the message names the places");
+            (void)cudaGetLastError();
+        }
+    cudaFree(out);
+}
+
 __global__ void half_warp_shuffle(int *out)
 {
     int v = threadIdx.x;
