@@ -287,13 +287,19 @@ static detpost_nms_params random_params(t_rng *r, detpost_nms_method method)
     return p;
 }
 
-static void compare_nms(const nms_out *got, const nms_out *want, int64_t n, const char *what)
+/* The same count and kept indices in the same order. */
+static void assert_same_keep(const nms_out *got, const nms_out *want, int64_t n, const char *what)
 {
     cr_assert_eq(got->num, want->num, "%s: kept %lld, reference %lld", what, (long long)got->num,
                  (long long)want->num);
     for (int64_t k = 0; k < n; ++k)
         cr_assert_eq(got->keep[k], want->keep[k], "%s: keep[%lld] is %lld, reference %lld", what, (long long)k,
                      (long long)got->keep[k], (long long)want->keep[k]);
+}
+
+static void compare_nms(const nms_out *got, const nms_out *want, int64_t n, const char *what)
+{
+    assert_same_keep(got, want, n, what);
     assert_scores(got->scores, want->scores, n, 0.0f, 1e-6f, what);
 }
 
@@ -821,15 +827,11 @@ static detpost_nms_params grid_params(const grid_case *g, detpost_nms_method met
 /* Selection order and scores equal the reference's, bit for bit. */
 static void assert_same_nms(const nms_out *got, const nms_out *want, int64_t n, const char *what)
 {
-    cr_assert_eq(got->num, want->num, "%s: kept %lld, reference %lld", what, (long long)got->num,
-                 (long long)want->num);
-    for (int64_t k = 0; k < n; ++k) {
-        cr_assert_eq(got->keep[k], want->keep[k], "%s: keep[%lld] is %lld, reference %lld", what, (long long)k,
-                     (long long)got->keep[k], (long long)want->keep[k]);
+    assert_same_keep(got, want, n, what);
+    for (int64_t k = 0; k < n; ++k)
         cr_assert_eq(dp_float_bits(got->scores[k]), dp_float_bits(want->scores[k]),
                      "%s: keep_scores[%lld] is %.9g, reference %.9g", what, (long long)k, (double)got->scores[k],
                      (double)want->scores[k]);
-    }
 }
 
 Test(nms, soft_round_stop_cuda)

@@ -339,6 +339,22 @@ static const struct align_config {
     {130, 140, 1, 0, 1},
 };
 
+/* RoI Align on the CUDA context against the CPU reference, under every schedule. */
+static void check_forward_every_schedule(detpost_ctx *cpu, detpost_ctx *gpu, const detpost_roi_params *p,
+                                         const roi_input *in, const char *label)
+{
+    float *want = run_forward(cpu, p, in, NULL);
+    for (int s = 0; s < t_schedule_count(); ++s) {
+        t_set_schedule(t_schedule(s));
+        float *got = run_forward(gpu, p, in, NULL);
+        char what[200];
+        snprintf(what, sizeof what, "%s schedule %s", label, t_schedule(s) ? t_schedule(s) : "gpu");
+        assert_same(got, want, in->num_rois * in->c * bins_of(p), what);
+        free(got);
+    }
+    free(want);
+}
+
 Test(roi, align_cpu_vs_cuda)
 {
     detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
@@ -354,17 +370,10 @@ Test(roi, align_cpu_vs_cuda)
                 for (int mode = 0; mode < 2; ++mode) {
                     detpost_roi_params p = {cf->ph, cf->pw, 0.25f, cf->sampling_ratio, cf->aligned,
                                             (detpost_roi_mode)mode, (detpost_layout)layout, (detpost_dtype)dtype, 0};
-                    float *want = run_forward(cpu, &p, &in, NULL);
-                    for (int s = 0; s < t_schedule_count(); ++s) {
-                        t_set_schedule(t_schedule(s));
-                        float *got = run_forward(gpu, &p, &in, NULL);
-                        char what[200];
-                        snprintf(what, sizeof what, "config %zu %s %s %s schedule %s", k, layout_name(p.layout),
-                                 dtype_name(p.dtype), mode ? "max" : "avg", t_schedule(s) ? t_schedule(s) : "gpu");
-                        assert_same(got, want, in.num_rois * in.c * bins_of(&p), what);
-                        free(got);
-                    }
-                    free(want);
+                    char label[120];
+                    snprintf(label, sizeof label, "config %zu %s %s %s", k, layout_name(p.layout),
+                             dtype_name(p.dtype), mode ? "max" : "avg");
+                    check_forward_every_schedule(cpu, gpu, &p, &in, label);
                 }
         free(features), free(rois);
     }
@@ -401,17 +410,9 @@ Test(roi, align_rows_cpu_vs_cuda)
             for (int mode = 0; mode < 2; ++mode) {
                 detpost_roi_params p = {cf->ph, cf->pw, 0.25f, cf->sampling_ratio, cf->aligned,
                                         (detpost_roi_mode)mode, DETPOST_NCHW, (detpost_dtype)dtype, 0};
-                float *want = run_forward(cpu, &p, &in, NULL);
-                for (int s = 0; s < t_schedule_count(); ++s) {
-                    t_set_schedule(t_schedule(s));
-                    float *got = run_forward(gpu, &p, &in, NULL);
-                    char what[200];
-                    snprintf(what, sizeof what, "row config %zu %s %s schedule %s", k, dtype_name(p.dtype),
-                             mode ? "max" : "avg", t_schedule(s) ? t_schedule(s) : "gpu");
-                    assert_same(got, want, in.num_rois * in.c * bins_of(&p), what);
-                    free(got);
-                }
-                free(want);
+                char label[120];
+                snprintf(label, sizeof label, "row config %zu %s %s", k, dtype_name(p.dtype), mode ? "max" : "avg");
+                check_forward_every_schedule(cpu, gpu, &p, &in, label);
             }
         free(features), free(rois);
     }
