@@ -197,10 +197,14 @@ detpost_status dp_check_ptr(detpost_ctx *ctx, const void *ptr, const char *name)
     return DETPOST_OK;
 }
 
-detpost_status dp_check_tensor(detpost_ctx *ctx, const void *ptr, int64_t elements, const char *name)
+detpost_status dp_check_tensor(detpost_ctx *ctx, const void *ptr, int64_t elements, size_t elem_bytes,
+                               const char *name)
 {
     if (elements == 0) return DETPOST_OK;
     if (ptr == NULL) return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT, "%s is NULL", name);
+    if ((uintptr_t)ptr % elem_bytes != 0)
+        return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT, "%s (%p) is not aligned to its %zu-byte elements", name,
+                       ptr, elem_bytes);
 #if DETPOST_WITH_CUDA
     if (ctx->backend == DETPOST_CUDA && !dp_cuda_is_device_ptr(ctx, ptr))
         return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT,
@@ -281,7 +285,7 @@ detpost_status detpost_to_ctx(detpost_ctx *ctx, void *dst_ctx, const void *src_h
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
     if (bytes == 0) return DETPOST_OK;
-    if ((st = dp_check_tensor(ctx, dst_ctx, 1, "dst_ctx")) != DETPOST_OK) return st;
+    if ((st = dp_check_tensor(ctx, dst_ctx, 1, 1, "dst_ctx")) != DETPOST_OK) return st;
     if ((st = dp_check_ptr(ctx, src_host, "src_host")) != DETPOST_OK) return st;
     if (ctx->backend == DETPOST_CPU) {
         memmove(dst_ctx, src_host, bytes);
@@ -297,7 +301,7 @@ detpost_status detpost_to_host(detpost_ctx *ctx, void *dst_host, const void *src
     if (st != DETPOST_OK) return st;
     if (bytes == 0) return DETPOST_OK;
     if ((st = dp_check_ptr(ctx, dst_host, "dst_host")) != DETPOST_OK) return st;
-    if ((st = dp_check_tensor(ctx, src_ctx, 1, "src_ctx")) != DETPOST_OK) return st;
+    if ((st = dp_check_tensor(ctx, src_ctx, 1, 1, "src_ctx")) != DETPOST_OK) return st;
     if (ctx->backend == DETPOST_CPU) {
         memmove(dst_host, src_ctx, bytes);
         return DETPOST_OK;
@@ -356,7 +360,7 @@ detpost_status detpost_set_workspace(detpost_ctx *ctx, void *ptr, size_t bytes)
 {
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
-    if (ptr != NULL && bytes > 0 && (st = dp_check_tensor(ctx, ptr, 1, "ptr")) != DETPOST_OK) return st;
+    if (ptr != NULL && bytes > 0 && (st = dp_check_tensor(ctx, ptr, 1, 1, "ptr")) != DETPOST_OK) return st;
     if ((st = refuse_while_capturing(ctx, "detpost_set_workspace (it releases the workspace arena)")) != DETPOST_OK)
         return st;
     if (ctx->ws.owned) dp_mem_free(ctx, ctx->ws.ptr, 1);

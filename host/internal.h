@@ -53,9 +53,12 @@ detpost_status dp_fail(detpost_ctx *ctx, detpost_status status, const char *fmt,
  * the failure already recorded. */
 detpost_status dp_begin(detpost_ctx *ctx);
 detpost_status dp_check_ptr(detpost_ctx *ctx, const void *ptr, const char *name);
-/* A tensor argument: non-NULL unless it holds no elements, and in the
- * context's memory space (checked on CUDA contexts). */
-detpost_status dp_check_tensor(detpost_ctx *ctx, const void *ptr, int64_t elements, const char *name);
+/* A tensor argument of `elements` elements of `elem_bytes` each: non-NULL
+ * unless it holds no elements, aligned to its element size (a GPU faults on
+ * a misaligned load, and the context is lost with it), and in the context's
+ * memory space (checked on CUDA contexts). */
+detpost_status dp_check_tensor(detpost_ctx *ctx, const void *ptr, int64_t elements, size_t elem_bytes,
+                               const char *name);
 detpost_status dp_check_size(detpost_ctx *ctx, int64_t value, const char *name);
 /* *out = d0 * d1 * d2 for sizes already checked to be >= 0; fails when the
  * product (or its size in bytes, for elements up to 16 bytes) overflows. */

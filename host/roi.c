@@ -89,13 +89,17 @@ static detpost_status check_map(detpost_ctx *ctx, const char *name, const map_na
     return DETPOST_OK;
 }
 
+/* Bytes of one element of a feature map or pooled output (p->dtype). */
+static size_t dtype_bytes(const detpost_roi_params *q) { return q->dtype == DETPOST_F16 ? 2 : 4; }
+
 /* check_map, then the tensor's pointer. */
-static detpost_status check_map_tensor(detpost_ctx *ctx, const char *name, const map_names *dims, const void *tensor,
-                                       int64_t n, int64_t c, int64_t h, int64_t w, int pool, int64_t *elements)
+static detpost_status check_map_tensor(detpost_ctx *ctx, const detpost_roi_params *q, const char *name,
+                                       const map_names *dims, const void *tensor, int64_t n, int64_t c, int64_t h,
+                                       int64_t w, int pool, int64_t *elements)
 {
     detpost_status st;
     if ((st = check_map(ctx, name, dims, n, c, h, w, pool, elements)) ||
-        (st = dp_check_tensor(ctx, tensor, *elements, name)))
+        (st = dp_check_tensor(ctx, tensor, *elements, dtype_bytes(q), name)))
         return st;
     return DETPOST_OK;
 }
@@ -110,8 +114,8 @@ static detpost_status check_rois_and_out(detpost_ctx *ctx, const detpost_roi_par
     if ((st = dp_check_size(ctx, num_rois, "num_rois")) ||
         (st = dp_elements(ctx, "rois", &roi_elements, num_rois, 5, 1)) ||
         (st = dp_elements(ctx, out_name, out_elements, num_rois, c, (int64_t)q->pooled_h * q->pooled_w)) ||
-        (st = dp_check_tensor(ctx, rois, roi_elements, "rois")) ||
-        (st = dp_check_tensor(ctx, out, *out_elements, out_name)))
+        (st = dp_check_tensor(ctx, rois, roi_elements, sizeof *rois, "rois")) ||
+        (st = dp_check_tensor(ctx, out, *out_elements, dtype_bytes(q), out_name)))
         return st;
     return DETPOST_OK;
 }
@@ -257,7 +261,7 @@ detpost_status detpost_roi_align(detpost_ctx *ctx, const detpost_roi_params *p, 
     const detpost_roi_params q = p ? *p : detpost_roi_params_default();
     int64_t elements, out_elements;
     if ((st = check_params(ctx, &q)) ||
-        (st = check_map_tensor(ctx, "features", &arguments, features, n, c, h, w, 0, &elements)) ||
+        (st = check_map_tensor(ctx, &q, "features", &arguments, features, n, c, h, w, 0, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, out, "out", &out_elements)))
         return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
@@ -291,8 +295,8 @@ static detpost_status align_backward(detpost_ctx *ctx, const detpost_roi_params 
                        "p->mode must be DETPOST_ROI_MAX for detpost_roi_align_max_backward (p %s)",
                        p ? "has DETPOST_ROI_AVG" : "is NULL");
     int64_t elements, out_elements;
-    if ((st = check_map_tensor(ctx, "grad_features", &arguments, grad_features, n, c, h, w, 0, &elements)) ||
-        (max_entry && (st = dp_check_tensor(ctx, features, elements, "features"))) ||
+    if ((st = check_map_tensor(ctx, &q, "grad_features", &arguments, grad_features, n, c, h, w, 0, &elements)) ||
+        (max_entry && (st = dp_check_tensor(ctx, features, elements, dtype_bytes(&q), "features"))) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, grad_out, "grad_out", &out_elements)))
         return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
@@ -332,10 +336,10 @@ detpost_status detpost_roi_pool(detpost_ctx *ctx, const detpost_roi_params *p, c
     const detpost_roi_params q = p ? *p : detpost_roi_params_default();
     int64_t elements, out_elements;
     if ((st = check_params(ctx, &q)) ||
-        (st = check_map_tensor(ctx, "features", &arguments, features, n, c, h, w, 1, &elements)) ||
+        (st = check_map_tensor(ctx, &q, "features", &arguments, features, n, c, h, w, 1, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, out, "out", &out_elements)))
         return st;
-    if (argmax != NULL && (st = dp_check_tensor(ctx, argmax, out_elements, "argmax"))) return st;
+    if (argmax != NULL && (st = dp_check_tensor(ctx, argmax, out_elements, sizeof *argmax, "argmax"))) return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
     if (out_elements == 0) return nothing_to_compute(ctx, rois, num_rois, n);
     const dp_roi_job job = single_level_job(&q, features, n, c, h, w, rois, num_rois);
@@ -355,9 +359,9 @@ detpost_status detpost_roi_pool_backward(detpost_ctx *ctx, const detpost_roi_par
     const detpost_roi_params q = p ? *p : detpost_roi_params_default();
     int64_t elements, out_elements;
     if ((st = check_params(ctx, &q)) ||
-        (st = check_map_tensor(ctx, "grad_features", &arguments, grad_features, n, c, h, w, 1, &elements)) ||
+        (st = check_map_tensor(ctx, &q, "grad_features", &arguments, grad_features, n, c, h, w, 1, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, grad_out, "grad_out", &out_elements)) ||
-        (st = dp_check_tensor(ctx, argmax, out_elements, "argmax")))
+        (st = dp_check_tensor(ctx, argmax, out_elements, sizeof *argmax, "argmax")))
         return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
     if (elements == 0) return nothing_to_compute(ctx, rois, num_rois, n);
@@ -405,7 +409,7 @@ static detpost_status check_pyramid(detpost_ctx *ctx, const detpost_roi_params *
         snprintf(w_name, sizeof w_name, "pyramid->levels[%d].w", i);
         const map_names dims = {"pyramid->n", "pyramid->c", h_name, w_name};
         int64_t elements;
-        if ((st = check_map_tensor(ctx, name, &dims, lv->features, f->n, f->c, lv->h, lv->w, 0, &elements)))
+        if ((st = check_map_tensor(ctx, q, name, &dims, lv->features, f->n, f->c, lv->h, lv->w, 0, &elements)))
             return st;
         if (!(lv->spatial_scale > 0.0f) || !dp_finite(lv->spatial_scale))
             return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT,
@@ -426,7 +430,7 @@ detpost_status detpost_multilevel_roi_align(detpost_ctx *ctx, const detpost_roi_
     if ((st = check_params(ctx, &q)) || (st = check_pyramid(ctx, &q, pyramid)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, pyramid->c, out, "out", &out_elements)))
         return st;
-    if (levels != NULL && (st = dp_check_tensor(ctx, levels, num_rois, "levels"))) return st;
+    if (levels != NULL && (st = dp_check_tensor(ctx, levels, num_rois, sizeof *levels, "levels"))) return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, pyramid->n))) return st;
     if (num_rois == 0 || (out_elements == 0 && levels == NULL))
         return nothing_to_compute(ctx, rois, num_rois, pyramid->n);
@@ -462,8 +466,8 @@ detpost_status detpost_roi_check(detpost_ctx *ctx, const float *rois, int64_t nu
     int64_t roi_elements;
     if ((st = dp_check_size(ctx, num_rois, "num_rois")) || (st = dp_check_size(ctx, n, "n")) ||
         (st = dp_elements(ctx, "rois", &roi_elements, num_rois, 5, 1)) ||
-        (st = dp_check_tensor(ctx, rois, roi_elements, "rois")) ||
-        (st = dp_check_tensor(ctx, first_invalid, 1, "first_invalid")))
+        (st = dp_check_tensor(ctx, rois, roi_elements, sizeof *rois, "rois")) ||
+        (st = dp_check_tensor(ctx, first_invalid, 1, sizeof *first_invalid, "first_invalid")))
         return st;
     if (ctx->backend == DETPOST_CPU) {
         *first_invalid = cpu_roi_first_invalid(rois, num_rois, n);

@@ -9,7 +9,9 @@
  *   nothing has been written to the outputs (detpost_alloc alone sets *ptr
  *   to NULL).
  * - Tensor pointers passed to operations live in the context's memory space:
- *   host memory for a DETPOST_CPU context, device memory for DETPOST_CUDA.
+ *   host memory for a DETPOST_CPU context, device memory for DETPOST_CUDA,
+ *   each aligned to its element type (float16 tensors to 2 bytes); a
+ *   misaligned one is refused with DETPOST_ERR_INVALID_ARGUMENT.
  *   detpost_alloc / detpost_to_ctx / detpost_to_host move data between spaces.
  * - CUDA operations are enqueued on the context's stream and return without
  *   waiting; counts (num_keep, num_dets, ...) are written to context memory.

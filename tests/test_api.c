@@ -247,3 +247,77 @@ Test(api, ops_never_synchronise)
     detpost_destroy(ctx);
 }
 #endif
+
+/* A tensor that is not aligned to its element type (a GPU faults on such a
+ * load and the context is lost with it) is refused by name on both
+ * backends, before anything is written. */
+static void expect_misaligned(detpost_ctx *ctx, detpost_status st, const char *name, const uint8_t *out,
+                              size_t bytes)
+{
+    cr_assert_eq(st, DETPOST_ERR_INVALID_ARGUMENT, "%s: status %d", name, (int)st);
+    char needle[64];
+    snprintf(needle, sizeof needle, "%s (", name);
+    cr_assert(strstr(detpost_last_error(ctx), needle) != NULL && strstr(detpost_last_error(ctx), "aligned") != NULL,
+              "%s: %s", name, detpost_last_error(ctx));
+    uint8_t *back = t_down(ctx, out, bytes);
+    for (size_t i = 0; i < bytes; ++i) cr_assert_eq(back[i], 0xa5, "%s: byte %zu of the output was written", name, i);
+    free(back);
+}
+
+static void misaligned_tensors(detpost_backend backend)
+{
+    detpost_ctx *ctx = t_ctx(backend);
+    enum { BYTES = 4096 };
+    uint8_t fill[BYTES];
+    memset(fill, 0xa5, sizeof fill);
+    /* in: two boxes and scores (also read as RoIs and a feature map), aligned */
+    const float host_in[16] = {0, 0, 4, 4, 1, 1, 5, 5, 0.9f, 0.8f, 0, 0, 0, 4, 4, 0};
+    float *in = t_up(ctx, host_in, sizeof host_in);
+    uint8_t *out = t_up(ctx, fill, sizeof fill); /* 256-byte aligned */
+    detpost_status st;
+
+    st = detpost_box_overlaps(ctx, NULL, (const float *)((const char *)in + 2), 1, in, 1, 1, (float *)out);
+    expect_misaligned(ctx, st, "a", out, BYTES);
+    st = detpost_box_overlaps(ctx, NULL, in, 2, in, 2, 1, (float *)(out + 1));
+    expect_misaligned(ctx, st, "out", out, BYTES);
+
+    int64_t *num_keep = (int64_t *)(out + 512);
+    st = detpost_nms(ctx, NULL, in, in + 8, 2, (int64_t *)(out + 4), NULL, num_keep);
+    expect_misaligned(ctx, st, "keep", out, BYTES);
+    st = detpost_nms(ctx, NULL, in, in + 8, 2, (int64_t *)out, NULL, (int64_t *)(out + 516));
+    expect_misaligned(ctx, st, "num_keep", out, BYTES);
+
+    detpost_batched_nms_params bp = detpost_batched_nms_params_default();
+    bp.max_per_image = 2;
+    st = detpost_batched_nms(ctx, &bp, in, in + 8, 1, 2, 1, (int32_t *)out, (float *)(out + 64),
+                             (float *)(out + 128), (int32_t *)(out + 192), (int32_t *)(out + 258));
+    expect_misaligned(ctx, st, "det_indices", out, BYTES);
+
+    /* float16 features need 2-byte alignment, float32 outputs 4 */
+    detpost_roi_params rp = detpost_roi_params_default();
+    rp.pooled_h = rp.pooled_w = 1;
+    const float rois[5] = {0, 0, 0, 1, 1};
+    float *droi = t_up(ctx, rois, sizeof rois);
+    rp.dtype = DETPOST_F16;
+    st = detpost_roi_align(ctx, &rp, (const char *)in + 1, 1, 1, 2, 2, droi, 1, out);
+    expect_misaligned(ctx, st, "features", out, BYTES);
+    st = detpost_roi_align(ctx, &rp, in, 1, 1, 2, 2, droi, 1, out + 2);
+    cr_assert_eq(st, DETPOST_OK, "a float16 output at 2 bytes is aligned: %s", detpost_last_error(ctx));
+    t_free(ctx, out);
+    out = t_up(ctx, fill, sizeof fill);
+    rp.dtype = DETPOST_F32;
+    st = detpost_roi_align(ctx, &rp, in, 1, 1, 2, 2, droi, 1, out + 2);
+    expect_misaligned(ctx, st, "out", out, BYTES);
+
+    st = detpost_box_decode(ctx, NULL, droi, (const float *)((const char *)in + 1), 1, 1, NULL, NULL, 0,
+                            (float *)out);
+    expect_misaligned(ctx, st, "deltas", out, BYTES);
+
+    t_free(ctx, in), t_free(ctx, out), t_free(ctx, droi);
+    detpost_destroy(ctx);
+}
+
+Test(api, misaligned_tensors_are_refused_cpu) { misaligned_tensors(DETPOST_CPU); }
+#if TEST_HAS_CUDA
+Test(api, misaligned_tensors_are_refused_cuda) { misaligned_tensors(DETPOST_CUDA); }
+#endif
