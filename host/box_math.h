@@ -26,6 +26,48 @@
 #define DP_DIOU_EPS 1e-7f
 #define DP_FOUR_OVER_PI2 0.40528473456935108578f
 
+#define DP_PI_2_HI 1.57079637f              /* pi / 2 rounded to float (above it) */
+#define DP_PI_2_LO -4.37113883e-8f          /* pi / 2 - DP_PI_2_HI */
+#define DP_PI_4_HI 0.785398185f             /* pi / 4 rounded to float */
+#define DP_PI_4_LO -2.18556941e-8f          /* pi / 4 - DP_PI_4_HI */
+#define DP_TAN_PI_8 0.414213562f            /* tan(pi / 8) */
+#define DP_TAN_3PI_8 2.41421356f            /* tan(3 pi / 8) */
+
+/* arctan x from + - * / only, so that CIoU's aspect term is the same on both
+ * backends (the device's atanf and glibc's differ by an ulp or two).
+ * |x| is reduced to |t| <= tan(pi / 8): x > tan(3 pi / 8) gives
+ * pi / 2 + atan(-1 / x), x > tan(pi / 8) gives pi / 4 + atan((x - 1) / (x + 1))
+ * (x - 1 is exact from 1 / 2 up); atan t = t - t^3 / 3 + t^5 / 5 - ... to t^17, whose
+ * truncation is below 2^-26 of t. Accurate to about 2 ulp; atan(+-inf) is
+ * +-pi / 2, NaN stays NaN. */
+DP_HD float dp_atan(float x)
+{
+    if (!(x == x)) return x;
+    const float ax = fabsf(x);
+    float t, hi, lo;
+    if (ax > DP_TAN_3PI_8) {
+        t = -1.0f / ax;
+        hi = DP_PI_2_HI, lo = DP_PI_2_LO;
+    } else if (ax > DP_TAN_PI_8) {
+        t = (ax - 1.0f) / (ax + 1.0f);
+        hi = DP_PI_4_HI, lo = DP_PI_4_LO;
+    } else {
+        t = ax;
+        hi = lo = 0.0f;
+    }
+    const float z = DP_MUL(t, t);
+    float p = 1.0f / 17.0f;
+    p = DP_MUL(p, z) - 1.0f / 15.0f;
+    p = DP_MUL(p, z) + 1.0f / 13.0f;
+    p = DP_MUL(p, z) - 1.0f / 11.0f;
+    p = DP_MUL(p, z) + 1.0f / 9.0f;
+    p = DP_MUL(p, z) - 1.0f / 7.0f;
+    p = DP_MUL(p, z) + 1.0f / 5.0f;
+    p = DP_MUL(p, z) - 1.0f / 3.0f;
+    const float r = hi + (lo + (t + DP_MUL(DP_MUL(t, z), p)));
+    return x < 0.0f ? -r : r;
+}
+
 /* Must match detpost_overlap_mode. */
 enum { DP_MODE_IOU = 0, DP_MODE_IOF = 1, DP_MODE_GIOU = 2, DP_MODE_DIOU = 3, DP_MODE_CIOU = 4 };
 
@@ -87,7 +129,7 @@ DP_HD float dp_overlap_prepared(const dp_pbox *a, const dp_pbox *b, int mode, fl
         const float dy = (b->y1 + b->y2) / 2.0f - (a->y1 + a->y2) / 2.0f;
         r = iou - (DP_MUL(dx, dx) + DP_MUL(dy, dy)) / diag;
         if (mode == DP_MODE_CIOU) {
-            const float da = atanf(b->w / b->h) - atanf(a->w / a->h);
+            const float da = dp_atan(b->w / b->h) - dp_atan(a->w / a->h);
             const float v = DP_MUL(DP_FOUR_OVER_PI2, DP_MUL(da, da));
             const float alpha = v / (1.0f - iou + v + DP_DIOU_EPS);
             r = r - DP_MUL(alpha, v);

@@ -82,6 +82,29 @@ Test(coder, library_exp_and_log_are_accurate)
     cr_assert_lt(fabs((double)dp_log(tiny) - log((double)tiny)), 1e-5);
 }
 
+/* CIoU's aspect term: the same arctan on both backends, close to the
+ * correctly rounded one over every range it reduces to. */
+Test(coder, library_atan_is_accurate)
+{
+    int64_t worst = 0;
+    float worst_x = 0.0f;
+    t_rng rng = {23};
+    for (int i = 0; i < 600000; ++i) {
+        float x = i < 200000 ? t_uniform(&rng, -3.0f, 3.0f)
+                             : ldexpf(t_uniform(&rng, 1.0f, 2.0f), (int)(t_next(&rng) % 120) - 60);
+        if (i % 2) x = -x;
+        const int64_t u = ulps_apart(dp_atan(x), (float)atan((double)x));
+        if (u > worst) worst = u, worst_x = x;
+    }
+    cr_assert_leq(worst, 2, "dp_atan is %lld ulp off at %.9g", (long long)worst, (double)worst_x);
+    cr_assert_eq(dp_atan(0.0f), 0.0f);
+    cr_assert_eq(dp_atan(1.0f), (float)(M_PI / 4));
+    cr_assert_eq(dp_atan(INFINITY), (float)(M_PI / 2));
+    cr_assert_eq(dp_atan(-INFINITY), -(float)(M_PI / 2));
+    cr_assert_eq(dp_atan(1e-30f), 1e-30f);
+    cr_assert(isnan(dp_atan(NAN)));
+}
+
 Test(coder, defaults)
 {
     const detpost_box_coder c = detpost_box_coder_default();
