@@ -71,7 +71,7 @@
  *      pass over the window's 256 x 256 bit mask in shared memory) or
  *      soft-NMS as above, and writes a (score, box, class) key per slot (a
  *      class-agnostic segment, one per image, first drops each class's kept
- *      detections past max_per_class: one thread walks the short kept list);
+ *      detections past max_per_class: one warp walks the kept list);
  *   4. a second segmented sort orders each image's kept detections, and the
  *      best max_per_image are written with their padding.
  * Every key is unique (it carries the box index), so the results do not
@@ -217,8 +217,11 @@ struct dp_class_cap {
 
 /* Compacts a segment's kept list (kept_pos, kept_score in selection order)
  * to the detections under the cap; returns the new count to every thread.
- * One thread walks the list: it is in selection order, and the cap only
- * applies to class-agnostic groups, one per image. */
+ * The cap only applies to class-agnostic groups, one per image, whose kept
+ * list is in selection order, so one warp walks it 32 entries at a time: an
+ * entry's rank in its class is the class's count before the chunk plus the
+ * chunk's earlier entries of that class (found by shuffles), and the chunk's
+ * last entry of each class stores the class's new count. */
 __device__ int64_t cap_per_class(const dp_class_cap &cap, const segment_view &v, int64_t kept, int32_t *kept_pos,
                                  float *kept_score)
 {
@@ -226,16 +229,38 @@ __device__ int64_t cap_per_class(const dp_class_cap &cap, const segment_view &v,
     int32_t *counts = cap.counts + v.image * cap.classes;
     for (int64_t c = threadIdx.x; c < cap.classes; c += blockDim.x) counts[c] = 0;
     __syncthreads();
-    if (threadIdx.x == 0) {
+    if (threadIdx.x < 32) {
+        const unsigned lane = threadIdx.x;
         int64_t w = 0;
-        for (int64_t k = 0; k < kept; ++k) {
-            const int32_t pos = kept_pos[v.lo + k];
-            if (counts[cap.cls[pos]]++ >= cap.limit) continue;
-            kept_pos[v.lo + w] = pos;
-            kept_score[v.lo + w] = kept_score[v.lo + k];
-            ++w;
+        for (int64_t first = 0; first < kept; first += 32) {
+            const int64_t k = first + lane;
+            const bool in = k < kept;
+            const int32_t pos = in ? kept_pos[v.lo + k] : 0;
+            const float score = in ? kept_score[v.lo + k] : 0.0f;
+            const int32_t cls = in ? cap.cls[pos] : -1; /* classes are >= 0 */
+            const int64_t before = in ? counts[cls] : 0;
+            int64_t earlier = 0;
+            bool last = in;
+            for (unsigned j = 0; j < 32; ++j) {
+                const int32_t other = __shfl_sync(0xffffffffu, cls, j);
+                if (!in || other != cls) continue;
+                if (j < lane) ++earlier;
+                if (j > lane) last = false;
+            }
+            const int64_t rank = before + earlier;
+            const bool take = in && rank < cap.limit;
+            const unsigned taken = __ballot_sync(0xffffffffu, take);
+            __syncwarp(); /* every lane has read its entry and count before any is overwritten */
+            if (take) {
+                const int64_t at = v.lo + w + __popc(taken & ((1u << lane) - 1u));
+                kept_pos[at] = pos;
+                kept_score[at] = score;
+            }
+            if (last) counts[cls] = (int32_t)(rank + 1);
+            w += __popc(taken);
+            __syncwarp();
         }
-        capped[0] = w;
+        if (lane == 0) capped[0] = w;
     }
     __syncthreads();
     return capped[0];

@@ -485,6 +485,7 @@ static const batched_case batched_grid[] = {
     {4, 120, 10, 0.25f, 4096, 50, 500, 9, 0, 0, 0, DETPOST_NMS_HARD, 0},   /* max_per_class not hit */
     {2, 300, 5, 0.05f, 1000, 0, 100, -1, 1, 0, 0, DETPOST_NMS_HARD, 0},    /* class-agnostic */
     {2, 300, 5, 0.05f, 1000, 4, 100, -1, 1, 0, 0, DETPOST_NMS_HARD, 0},    /* agnostic, class limit */
+    {2, 400, 40, 0.01f, 0, 3, 400, -1, 1, 0, 0, DETPOST_NMS_HARD, 0},    /* agnostic, cap over many 32-entry chunks */
     {3, 60, 7, 0.1f, 4096, 0, 100, 2, 0, 1, 0, DETPOST_NMS_HARD, 0},       /* per-class boxes */
     {3, 60, 7, 0.1f, 4096, 0, 100, -1, 0, 1, 1, DETPOST_NMS_DIOU, 0},      /* per-class, center-size, DIoU */
     {3, 60, 7, 0.1f, 4096, 0, 100, -1, 1, 1, 1, DETPOST_NMS_HARD, 0},      /* agnostic over per-class boxes */
