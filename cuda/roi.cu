@@ -739,13 +739,16 @@ __global__ void roi_pool_backward(dp_roi_job job, const T *__restrict__ grad_out
 
 /* ---- backward plumbing ---------------------------------------------------------- */
 
+/* max |grad_out| over the valid RoIs' rows of per_roi elements: an invalid
+ * RoI contributes no gradient, so its values must not set the scale either. */
 template <typename T>
-__global__ void max_abs_bits(const T *__restrict__ v, int64_t n, uint32_t *__restrict__ max_bits)
+__global__ void max_abs_bits(const T *__restrict__ v, int64_t count, const float *__restrict__ rois, int64_t n,
+                             int64_t per_roi, uint32_t *__restrict__ max_bits)
 {
     DP_SHARED(uint32_t, part, [ROI_THREADS / 32]);
     uint32_t m = 0;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        m = max(m, dp_float_bits(to_float(v[i])) & 0x7fffffffu);
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
+        if (dp_roi_row_valid(rois + i / per_roi * 5, n)) m = max(m, dp_float_bits(to_float(v[i])) & 0x7fffffffu);
     for (int d = 16; d > 0; d /= 2) m = max(m, __shfl_down_sync(0xffffffffu, m, d));
     if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = m;
     __syncthreads();
@@ -966,10 +969,11 @@ static grad_target target_of(const dp_roi_grad *g)
     return t;
 }
 
-/* Clears the accumulator and, in deterministic mode, reduces max |grad_out|. */
+/* Clears the accumulator and, in deterministic mode, reduces max |grad_out|
+ * (grad_out_elements of them, the job's RoIs' rows). */
 template <typename T>
-static detpost_status begin_backward(detpost_ctx *ctx, const dp_roi_grad *g, const void *grad_out,
-                                     int64_t grad_out_elements)
+static detpost_status begin_backward(detpost_ctx *ctx, const dp_roi_job *job, const dp_roi_grad *g,
+                                     const void *grad_out, int64_t grad_out_elements)
 {
     cudaStream_t s = dp_stream(ctx);
     if (g->acc_fixed) {
@@ -980,7 +984,7 @@ static detpost_status begin_backward(detpost_ctx *ctx, const dp_roi_grad *g, con
             dp_launch_cfg cfg(dim3(dp_blocks_for(grad_out_elements, ROI_THREADS)), dim3(ROI_THREADS), 0, s);
             DP_CUDA_TRY(ctx,
                         DP_LAUNCH(max_abs_bits<T>, cfg, static_cast<const T *>(grad_out), grad_out_elements,
-                                  g->max_bits),
+                                  job->rois, job->n, grad_out_elements / job->num_rois, g->max_bits),
                         "launching the gradient scale reduction");
         }
     } else if (g->acc_float) {
@@ -1036,7 +1040,7 @@ static detpost_status align_backward_for(detpost_ctx *ctx, const dp_roi_job *job
                                          const dp_roi_grad *g)
 {
     const int64_t grad_out_elements = job->num_rois * job->c * job->pooled_h * job->pooled_w;
-    detpost_status st = begin_backward<T>(ctx, g, grad_out, grad_out_elements);
+    detpost_status st = begin_backward<T>(ctx, job, g, grad_out, grad_out_elements);
     if (st != DETPOST_OK) return st;
     if (grad_out_elements > 0) {
         cudaStream_t s = dp_stream(ctx);
@@ -1108,7 +1112,7 @@ static detpost_status pool_backward_for(detpost_ctx *ctx, const dp_roi_job *job,
                                         const int32_t *argmax, const dp_roi_grad *g)
 {
     const int64_t n = job->num_rois * job->c * job->pooled_h * job->pooled_w;
-    detpost_status st = begin_backward<T>(ctx, g, grad_out, n);
+    detpost_status st = begin_backward<T>(ctx, job, g, grad_out, n);
     if (st != DETPOST_OK) return st;
     if (n > 0) {
         cudaStream_t s = dp_stream(ctx);

@@ -948,7 +948,20 @@ Test(roi, cuda_skips_invalid_rows)
     float *grad = run_backward(gpu, &p, &in, g, GRAD_ALIGN, NULL);
     float *want_grad = run_backward(cpu, &p, &first_only, g, GRAD_ALIGN, NULL);
     t_assert_close(grad, want_grad, 2 * 3 * 6 * 7, 1e-6f, 1e-5f, "only the valid row contributes");
-    free(got), free(want), free(arg), free(want_arg), free(g), free(grad), free(want_grad);
+    free(grad), free(want_grad);
+    /* deterministic: an invalid row's gradient, however large, does not set the fixed-point scale */
+    detpost_roi_params det = p;
+    det.deterministic = 1;
+    const float huge[2] = {1e30f, INFINITY};
+    for (int k = 0; k < 2; ++k)
+        for (int op = GRAD_ALIGN; op <= GRAD_POOL; ++op) {
+            for (int64_t i = per_roi; i < 4 * per_roi; ++i) g[i] = i % 2 ? huge[k] : -huge[k];
+            grad = run_backward(gpu, &det, &in, g, (grad_op)op, arg);
+            want_grad = run_backward(cpu, &det, &first_only, g, (grad_op)op, arg);
+            assert_same(grad, want_grad, 2 * 3 * 6 * 7, op == GRAD_POOL ? "deterministic pool" : "deterministic align");
+            free(grad), free(want_grad);
+        }
+    free(got), free(want), free(arg), free(want_arg), free(g);
 
     float *dr = t_up(gpu, bad_rois, sizeof bad_rois);
     int64_t *dfirst = t_alloc(gpu, sizeof(int64_t)), first = 99;
