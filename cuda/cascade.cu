@@ -689,7 +689,7 @@ detpost_status cuda_iou_histogram(detpost_ctx *ctx, int64_t batch, const float *
     DP_CUDA_TRY(ctx, cudaSetDevice(ctx->device), "selecting the CUDA device");
     cudaStream_t s = dp_stream(ctx);
     DP_CUDA_TRY(ctx, cudaMemsetAsync(counts, 0, (size_t)num_bins * sizeof(int64_t), s), "clearing the histogram");
-    if (batch == 0 || max_proposals == 0) return DETPOST_OK;
+    if (batch == 0) return DETPOST_OK; /* with no proposal slots the kernel still checks every image's counts */
     dp_resample_args a = {};
     a.batch = batch;
     a.max_proposals = max_proposals;

@@ -96,18 +96,23 @@ static detpost_status check_stage_params(detpost_ctx *ctx, const detpost_stage_p
     return DETPOST_OK;
 }
 
-/* Sizes of a batch of padded proposal and ground-truth lists. Candidates
- * (ground truth plus proposals) are numbered with 32-bit indices. */
-static detpost_status check_batch_sizes(detpost_ctx *ctx, int64_t batch, int64_t max_proposals, int64_t max_gt)
+/* Sizes of a batch of padded proposal and ground-truth lists, and the
+ * elements of proposals [batch, max_proposals, 4] and gt_boxes
+ * [batch, max_gt, 4] (the size queries size their scratch from these alone).
+ * Candidates (ground truth plus proposals) are numbered with 32-bit indices. */
+static detpost_status check_batch_sizes(detpost_ctx *ctx, int64_t batch, int64_t max_proposals, int64_t max_gt,
+                                        int64_t *e_prop, int64_t *e_gt)
 {
     detpost_status st;
     if ((st = dp_check_size(ctx, batch, "batch")) || (st = dp_check_size(ctx, max_proposals, "max_proposals")) ||
-        (st = dp_check_size(ctx, max_gt, "max_gt")))
+        (st = dp_check_size(ctx, max_gt, "max_gt")) ||
+        (st = dp_elements(ctx, "proposals", e_prop, batch, max_proposals, 4)) ||
+        (st = dp_elements(ctx, "gt_boxes", e_gt, batch, max_gt, 4)))
         return st;
-    if (max_proposals + max_gt > INT32_MAX)
+    if (max_proposals > INT32_MAX - max_gt) /* both >= 0: the sum itself could overflow */
         return dp_fail(ctx, DETPOST_ERR_UNSUPPORTED,
-                       "max_proposals + max_gt (%lld) must stay below 2^31 (candidates have 32-bit indices)",
-                       (long long)(max_proposals + max_gt));
+                       "max_proposals + max_gt (%lld + %lld) must stay below 2^31 (candidates have 32-bit indices)",
+                       (long long)max_proposals, (long long)max_gt);
     return DETPOST_OK;
 }
 
@@ -132,8 +137,10 @@ detpost_status detpost_box_encode(detpost_ctx *ctx, const detpost_box_coder *cod
     const detpost_box_coder c = coder ? *coder : detpost_box_coder_default();
     int64_t e;
     if ((st = check_coder(ctx, &c, "coder")) || (st = dp_check_size(ctx, n, "n")) ||
-        (st = dp_elements(ctx, "proposals", &e, n, 4, 1)) || (st = dp_check_tensor(ctx, proposals, e, sizeof *proposals, "proposals")) ||
-        (st = dp_check_tensor(ctx, targets, e, sizeof *targets, "targets")) || (st = dp_check_tensor(ctx, deltas, e, sizeof *deltas, "deltas")))
+        (st = dp_elements(ctx, "proposals", &e, n, 4, 1)) ||
+        (st = dp_check_tensor(ctx, proposals, e, sizeof *proposals, "proposals")) ||
+        (st = dp_check_tensor(ctx, targets, e, sizeof *targets, "targets")) ||
+        (st = dp_check_tensor(ctx, deltas, e, sizeof *deltas, "deltas")))
         return st;
     if (n == 0) return DETPOST_OK;
     if (ctx->backend == DETPOST_CPU) {
@@ -194,8 +201,9 @@ detpost_status detpost_cascade_resample_workspace_size(detpost_ctx *ctx, const d
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
     const detpost_stage_params q = p ? *p : detpost_stage_params_default(0);
+    int64_t e_prop, e_gt;
     if ((st = dp_check_ptr(ctx, bytes, "bytes")) || (st = check_stage_params(ctx, &q)) ||
-        (st = check_batch_sizes(ctx, batch, max_proposals, max_gt)))
+        (st = check_batch_sizes(ctx, batch, max_proposals, max_gt, &e_prop, &e_gt)))
         return st;
     if (ctx->backend == DETPOST_CPU) {
         *bytes = dp_workspace_query(cpu_cascade_resample_workspace(max_proposals, max_gt));
@@ -217,12 +225,12 @@ detpost_status detpost_cascade_resample(detpost_ctx *ctx, const detpost_stage_pa
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
     const detpost_stage_params q = p ? *p : detpost_stage_params_default(0);
-    if ((st = check_stage_params(ctx, &q)) || (st = check_batch_sizes(ctx, batch, max_proposals, max_gt))) return st;
-    const int64_t s = q.num_samples;
     int64_t e_prop, e_gt, e_gt_labels, e_rois, e_rows, e_targets;
-    if ((st = dp_elements(ctx, "proposals", &e_prop, batch, max_proposals, 4)) ||
-        (st = dp_elements(ctx, "gt_boxes", &e_gt, batch, max_gt, 4)) ||
-        (st = dp_elements(ctx, "gt_labels", &e_gt_labels, batch, max_gt, 1)) ||
+    if ((st = check_stage_params(ctx, &q)) ||
+        (st = check_batch_sizes(ctx, batch, max_proposals, max_gt, &e_prop, &e_gt)))
+        return st;
+    const int64_t s = q.num_samples;
+    if ((st = dp_elements(ctx, "gt_labels", &e_gt_labels, batch, max_gt, 1)) ||
         (st = dp_elements(ctx, "rois", &e_rois, batch, s, 5)) ||
         (st = dp_elements(ctx, "labels", &e_rows, batch, s, 1)) ||
         (st = dp_elements(ctx, "targets", &e_targets, batch, s, 4)))
@@ -231,7 +239,8 @@ detpost_status detpost_cascade_resample(detpost_ctx *ctx, const detpost_stage_pa
         (st = dp_check_tensor(ctx, num_proposals, batch, sizeof *num_proposals, "num_proposals")) ||
         (st = dp_check_tensor(ctx, gt_boxes, e_gt, sizeof *gt_boxes, "gt_boxes")) ||
         (st = dp_check_tensor(ctx, gt_labels, e_gt_labels, sizeof *gt_labels, "gt_labels")) ||
-        (st = dp_check_tensor(ctx, num_gt, batch, sizeof *num_gt, "num_gt")) || (st = dp_check_tensor(ctx, rois, e_rois, sizeof *rois, "rois")) ||
+        (st = dp_check_tensor(ctx, num_gt, batch, sizeof *num_gt, "num_gt")) ||
+        (st = dp_check_tensor(ctx, rois, e_rois, sizeof *rois, "rois")) ||
         (st = dp_check_tensor(ctx, labels, e_rows, sizeof *labels, "labels")) ||
         (st = dp_check_tensor(ctx, targets, e_targets, sizeof *targets, "targets")) ||
         (st = dp_check_tensor(ctx, max_iou, e_rows, sizeof *max_iou, "max_iou")) ||
@@ -258,7 +267,10 @@ detpost_status detpost_cascade_refine_workspace_size(detpost_ctx *ctx, int64_t n
 {
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
-    if ((st = dp_check_ptr(ctx, bytes, "bytes")) || (st = dp_check_size(ctx, num_rois, "num_rois"))) return st;
+    int64_t e_rois;
+    if ((st = dp_check_ptr(ctx, bytes, "bytes")) || (st = dp_check_size(ctx, num_rois, "num_rois")) ||
+        (st = dp_elements(ctx, "rois", &e_rois, num_rois, 5, 1)))
+        return st;
     *bytes = 0;
 #if DETPOST_WITH_CUDA
     if (ctx->backend == DETPOST_CUDA) *bytes = dp_workspace_query(cuda_cascade_refine_workspace(num_rois));
@@ -299,17 +311,16 @@ detpost_status detpost_iou_histogram(detpost_ctx *ctx, int64_t batch, const floa
 {
     detpost_status st = dp_begin(ctx);
     if (st != DETPOST_OK) return st;
-    if ((st = check_batch_sizes(ctx, batch, max_proposals, max_gt))) return st;
+    int64_t e_prop, e_gt;
+    if ((st = check_batch_sizes(ctx, batch, max_proposals, max_gt, &e_prop, &e_gt))) return st;
     if (num_bins < 1 || num_bins > DP_MAX_HISTOGRAM_BINS)
         return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT, "num_bins is %d; it must be in [1, %d]", (int)num_bins,
                        DP_MAX_HISTOGRAM_BINS);
-    int64_t e_prop, e_gt;
-    if ((st = dp_elements(ctx, "proposals", &e_prop, batch, max_proposals, 4)) ||
-        (st = dp_elements(ctx, "gt_boxes", &e_gt, batch, max_gt, 4)) ||
-        (st = dp_check_tensor(ctx, proposals, e_prop, sizeof *proposals, "proposals")) ||
+    if ((st = dp_check_tensor(ctx, proposals, e_prop, sizeof *proposals, "proposals")) ||
         (st = dp_check_tensor(ctx, num_proposals, batch, sizeof *num_proposals, "num_proposals")) ||
         (st = dp_check_tensor(ctx, gt_boxes, e_gt, sizeof *gt_boxes, "gt_boxes")) ||
-        (st = dp_check_tensor(ctx, num_gt, batch, sizeof *num_gt, "num_gt")) || (st = dp_check_tensor(ctx, counts, num_bins, sizeof *counts, "counts")))
+        (st = dp_check_tensor(ctx, num_gt, batch, sizeof *num_gt, "num_gt")) ||
+        (st = dp_check_tensor(ctx, counts, num_bins, sizeof *counts, "counts")))
         return st;
     if (ctx->backend == DETPOST_CPU) {
         if ((st = check_counts(ctx, batch, num_proposals, max_proposals, "num_proposals", "max_proposals")) ||

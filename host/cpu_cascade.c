@@ -220,7 +220,7 @@ static void resample_image(const detpost_stage_params *p, const dp_resample_args
     const int64_t neg_quota = dp_negative_quota(p, take_pos);
     const int64_t take_neg = negatives < neg_quota ? negatives : neg_quota;
 
-    memset(ws->chosen, 0, (size_t)candidates);
+    if (candidates > 0) memset(ws->chosen, 0, (size_t)candidates); /* with none, nothing was carved (NULL) */
     choose_smallest_keys(p, b, candidates, DP_POSITIVE, take_pos, ws);
     choose_smallest_keys(p, b, candidates, DP_NEGATIVE, take_neg, ws);
     int64_t row = 0;

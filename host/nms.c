@@ -78,8 +78,10 @@ detpost_status detpost_nms(detpost_ctx *ctx, const detpost_nms_params *p, const 
     if ((st = check_nms_params(ctx, &q, "p->")) || (st = check_nms_size(ctx, n))) return st;
     int64_t box_elements;
     if ((st = dp_elements(ctx, "boxes", &box_elements, n, 4, 1))) return st;
-    if ((st = dp_check_tensor(ctx, boxes, box_elements, sizeof *boxes, "boxes")) || (st = dp_check_tensor(ctx, scores, n, sizeof *scores, "scores")) ||
-        (st = dp_check_tensor(ctx, keep, n, sizeof *keep, "keep")) || (st = dp_check_tensor(ctx, num_keep, 1, sizeof *num_keep, "num_keep")))
+    if ((st = dp_check_tensor(ctx, boxes, box_elements, sizeof *boxes, "boxes")) ||
+        (st = dp_check_tensor(ctx, scores, n, sizeof *scores, "scores")) ||
+        (st = dp_check_tensor(ctx, keep, n, sizeof *keep, "keep")) ||
+        (st = dp_check_tensor(ctx, num_keep, 1, sizeof *num_keep, "num_keep")))
         return st;
     if (keep_scores && (st = dp_check_tensor(ctx, keep_scores, n, sizeof *keep_scores, "keep_scores"))) return st;
     if (ctx->backend == DETPOST_CPU) {

@@ -1263,8 +1263,51 @@ Test(histogram, bad_input_gets_status_and_message)
     for (int i = 0; i < 4; ++i) cr_assert_eq(counts[i], -7);
     cr_assert_eq(detpost_iou_histogram(cpu, 0, NULL, NULL, 0, NULL, NULL, 0, 4, counts), DETPOST_OK);
     for (int i = 0; i < 4; ++i) cr_assert_eq(counts[i], 0, "an empty batch gives an empty histogram");
+    /* sizes whose sum or product passes int64 are refused, not wrapped */
+    cr_assert_eq(detpost_iou_histogram(cpu, 1, boxes, one, INT64_MAX, boxes, one, 1, 4, counts),
+                 DETPOST_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(detpost_last_error(cpu), "proposals") != NULL, "%s", detpost_last_error(cpu));
     detpost_destroy(cpu);
 }
+
+/* The size queries see only sizes: a product or sum past int64 is an error,
+ * not a wrapped (small) answer. */
+static void huge_workspace_queries(detpost_backend backend)
+{
+    detpost_ctx *ctx = t_ctx(backend);
+    size_t bytes = 7;
+    cr_assert_neq(detpost_cascade_resample_workspace_size(ctx, NULL, 1, INT64_MAX, (int64_t)1 << 61, &bytes),
+                  DETPOST_OK);
+    cr_assert_neq(detpost_cascade_resample_workspace_size(ctx, NULL, (int64_t)1 << 40, ((int64_t)1 << 24) + 1, 0,
+                                                          &bytes),
+                  DETPOST_OK);
+    cr_assert(strstr(detpost_last_error(ctx), "proposals") != NULL, "%s", detpost_last_error(ctx));
+    cr_assert_neq(detpost_cascade_refine_workspace_size(ctx, INT64_MAX, &bytes), DETPOST_OK);
+    cr_assert(strstr(detpost_last_error(ctx), "rois") != NULL, "%s", detpost_last_error(ctx));
+    cr_assert_eq(bytes, 7, "nothing written");
+    detpost_destroy(ctx);
+}
+
+Test(resample, huge_workspace_queries_cpu) { huge_workspace_queries(DETPOST_CPU); }
+#if TEST_HAS_CUDA
+Test(resample, huge_workspace_queries_cuda) { huge_workspace_queries(DETPOST_CUDA); }
+
+/* With no proposal slots at all, the counts are still checked on CUDA. */
+Test(histogram, cuda_checks_counts_without_proposal_slots)
+{
+    detpost_ctx *gpu = t_ctx(DETPOST_CUDA);
+    const float gt[4] = {0, 0, 10, 10};
+    const int32_t num_p[2] = {0, -1}, num_g[2] = {2, 1};
+    float *dgt = t_up(gpu, gt, sizeof gt);
+    int32_t *dp = t_up(gpu, num_p, sizeof num_p), *dg = t_up(gpu, num_g, sizeof num_g);
+    int64_t *dc = t_alloc(gpu, 4 * sizeof(int64_t));
+    cr_assert_eq(detpost_iou_histogram(gpu, 2, NULL, dp, 0, dgt, dg, 1, 4, dc), DETPOST_OK, "%s",
+                 detpost_last_error(gpu));
+    t_expect_fault(gpu, "image 0 with num_proposals or num_gt outside");
+    t_free(gpu, dgt), t_free(gpu, dp), t_free(gpu, dg), t_free(gpu, dc);
+    detpost_destroy(gpu);
+}
+#endif
 
 #if TEST_HAS_CUDA
 /* The stage-to-stage chain, each op into its own outputs. */
