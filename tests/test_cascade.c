@@ -1288,6 +1288,32 @@ static void huge_workspace_queries(detpost_backend backend)
     detpost_destroy(ctx);
 }
 
+/* Images with no proposal and no ground-truth slots at all: every image
+ * samples nothing and is padded, on both backends. */
+static void no_slots(detpost_backend backend)
+{
+    detpost_ctx *ctx = t_ctx(backend);
+    images im;
+    images_alloc(&im, 2, 0, 0);
+    im.num_p[0] = im.num_p[1] = im.num_g[0] = im.num_g[1] = 0;
+    detpost_stage_params p = detpost_stage_params_default(0);
+    p.num_samples = 4;
+    samples got;
+    check_status(ctx, run_resample(ctx, &p, &im, &got), "no slots");
+    for (int b = 0; b < 2; ++b) {
+        cr_assert(got.num_samples[b] == 0 && got.num_pos[b] == 0, "image %d samples nothing", b);
+        assert_padding(&got, b, 0, "no slots");
+    }
+    samples_free(&got);
+    images_free(&im);
+    detpost_destroy(ctx);
+}
+
+Test(resample, no_slots_cpu) { no_slots(DETPOST_CPU); }
+#if TEST_HAS_CUDA
+Test(resample, no_slots_cuda) { no_slots(DETPOST_CUDA); }
+#endif
+
 Test(resample, huge_workspace_queries_cpu) { huge_workspace_queries(DETPOST_CPU); }
 #if TEST_HAS_CUDA
 Test(resample, huge_workspace_queries_cuda) { huge_workspace_queries(DETPOST_CUDA); }
