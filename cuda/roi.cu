@@ -715,18 +715,22 @@ __global__ void roi_pool_forward(dp_roi_job job, T *__restrict__ out, int32_t *_
     }
 }
 
+/* An argmax outside [-1, H * W) contributes nothing and is recorded in the
+ * fault word (the CPU refuses it): checked even when a non-finite grad_out
+ * leaves nothing else to do. */
 template <typename T, int LAYOUT, typename ACC>
 __global__ void roi_pool_backward(dp_roi_job job, const T *__restrict__ grad_out, const int32_t *__restrict__ argmax,
-                                  ACC *__restrict__ acc, const uint32_t *__restrict__ max_bits, int weight_log2)
+                                  ACC *__restrict__ acc, const uint32_t *__restrict__ max_bits, int weight_log2,
+                                  unsigned long long *fault)
 {
     int stop;
     const int exponent = fixed_exponent_of(max_bits, weight_log2, &stop);
-    if (stop) return;
     const int64_t bins = (int64_t)job.pooled_h * job.pooled_w, C = job.c, total = job.num_rois * C * bins;
     const int64_t H = job.level[0].h, W = job.level[0].w;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t where = argmax[i];
-        if (where < 0 || where >= H * W) continue;
+        if (where < -1 || where >= H * W) dp_record_fault(fault, i, DP_FAULT_ARGMAX);
+        if (stop || where < 0 || where >= H * W) continue;
         int64_t r, c, bin;
         decode_out<LAYOUT>(i, C, bins, &r, &c, &bin);
         const float *roi = job.rois + r * 5;
@@ -1095,16 +1099,16 @@ detpost_status cuda_roi_pool(detpost_ctx *ctx, const dp_roi_job *job, void *out,
 
 template <typename T, int LAYOUT>
 static cudaError_t launch_pool_backward(const dp_roi_job *job, const void *grad_out, const int32_t *argmax,
-                                        const dp_roi_grad *g, int64_t n, cudaStream_t s)
+                                        const dp_roi_grad *g, int64_t n, cudaStream_t s, unsigned long long *fault)
 {
     dp_launch_cfg cfg(dim3(dp_blocks_for(n, ROI_THREADS)), dim3(ROI_THREADS), 0, s);
     const grad_target t = target_of(g);
     const T *go = static_cast<const T *>(grad_out);
     if (t.as_fixed)
         return DP_LAUNCH((roi_pool_backward<T, LAYOUT, unsigned long long>), cfg, *job, go, argmax, t.as_fixed,
-                         (const uint32_t *)g->max_bits, g->weight_log2);
+                         (const uint32_t *)g->max_bits, g->weight_log2, fault);
     return DP_LAUNCH((roi_pool_backward<T, LAYOUT, float>), cfg, *job, go, argmax, t.as_float,
-                     (const uint32_t *)nullptr, g->weight_log2);
+                     (const uint32_t *)nullptr, g->weight_log2, fault);
 }
 
 template <typename T>
@@ -1116,9 +1120,10 @@ static detpost_status pool_backward_for(detpost_ctx *ctx, const dp_roi_job *job,
     if (st != DETPOST_OK) return st;
     if (n > 0) {
         cudaStream_t s = dp_stream(ctx);
+        unsigned long long *fault = dp_fault_word(ctx);
         const cudaError_t err = job->layout == DETPOST_NCHW
-                                    ? launch_pool_backward<T, DETPOST_NCHW>(job, grad_out, argmax, g, n, s)
-                                    : launch_pool_backward<T, DETPOST_NHWC>(job, grad_out, argmax, g, n, s);
+                                    ? launch_pool_backward<T, DETPOST_NCHW>(job, grad_out, argmax, g, n, s, fault)
+                                    : launch_pool_backward<T, DETPOST_NHWC>(job, grad_out, argmax, g, n, s, fault);
         DP_CUDA_TRY(ctx, err, "launching the RoI Pool backward kernel");
     }
     return finish_backward<T>(ctx, g);

@@ -60,6 +60,11 @@ detpost_status dp_fault_status(detpost_ctx *ctx, unsigned long long word)
                        "an earlier cascade operation on this context met image %lld with num_proposals or num_gt "
                        "outside [0, max_proposals] / [0, max_gt]; that image was skipped (counts -1)",
                        row);
+    case DP_FAULT_ARGMAX:
+        return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT,
+                       "an earlier RoI Pool backward on this context met argmax[%lld] outside [-1, h * w); that "
+                       "element contributed no gradient",
+                       row);
     }
     return dp_fail(ctx, DETPOST_ERR_INTERNAL, "unknown device fault word %llu", word);
 }

@@ -97,7 +97,8 @@ void dp_mem_free(detpost_ctx *ctx, void *ptr, int stream_ordered);
  * holds min(row * DP_FAULT_KINDS + kind), all ones when clear. */
 typedef enum dp_fault_kind {
     DP_FAULT_ROI_ROW = 1, /* rois[row]: batch index outside [0, n) or a non-finite coordinate */
-    DP_FAULT_COUNT = 2    /* image row: num_proposals or num_gt outside [0, its maximum] */
+    DP_FAULT_COUNT = 2,   /* image row: num_proposals or num_gt outside [0, its maximum] */
+    DP_FAULT_ARGMAX = 3   /* element row of a RoI Pool argmax: outside [-1, h * w) */
 } dp_fault_kind;
 #define DP_FAULT_KINDS 16
 #define DP_FAULT_NONE 0xffffffffffffffffull

@@ -413,8 +413,10 @@ detpost_status detpost_roi_pool(detpost_ctx *ctx, const detpost_roi_params *p, c
 /* Gradient of detpost_roi_pool: grad_features[image of the RoI, channel,
  * argmax] receives each grad_out element (argmax -1 contributes nothing);
  * grad_features is overwritten. rois gives each RoI's image. An argmax
- * outside [-1, h * w) is an error on a CPU context and contributes nothing on
- * a CUDA context. Workspace as for detpost_roi_align_backward. */
+ * outside [-1, h * w) is an error on a CPU context; on a CUDA context it
+ * contributes nothing and is recorded like an invalid RoI row (the next call
+ * that waits answers DETPOST_ERR_INVALID_ARGUMENT naming the element).
+ * Workspace as for detpost_roi_align_backward. */
 detpost_status detpost_roi_pool_backward(detpost_ctx *ctx, const detpost_roi_params *p, const void *grad_out,
                                          const int32_t *argmax, const float *rois, int64_t num_rois, int64_t n,
                                          int64_t c, int64_t h, int64_t w, void *grad_features);

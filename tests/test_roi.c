@@ -1003,6 +1003,38 @@ Test(roi, cuda_skips_invalid_rows)
     detpost_destroy(gpu);
 }
 
+/* An argmax outside [-1, h * w) handed to RoI Pool backward: the CPU refuses
+ * it (bad_input tests); a CUDA context skips that element, as if it were -1,
+ * and the next wait names it. */
+Test(roi, cuda_records_argmax_outside_the_map)
+{
+    detpost_ctx *cpu = t_ctx(DETPOST_CPU), *gpu = t_ctx(DETPOST_CUDA);
+    t_rng rng = {15};
+    float *features = random_features(&rng, 2 * 3 * 6 * 7), *rois = random_rois(&rng, 5, 2, 7, 6);
+    const roi_input in = {features, 2, 3, 6, 7, rois, 5};
+    detpost_roi_params p = detpost_roi_params_default();
+    p.pooled_h = p.pooled_w = 2;
+    const int64_t out_n = 5 * 3 * 4;
+    int32_t *arg;
+    free(run_forward(cpu, &p, &in, &arg));
+    float *g = random_features(&rng, out_n);
+    for (int det = 0; det <= 1; ++det) {
+        p.deterministic = det;
+        int32_t *bad = malloc(out_n * sizeof(int32_t)), *skipped = malloc(out_n * sizeof(int32_t));
+        memcpy(bad, arg, out_n * sizeof(int32_t)), memcpy(skipped, arg, out_n * sizeof(int32_t));
+        bad[17] = -2, bad[40] = 6 * 7, skipped[17] = skipped[40] = -1;
+        expected_fault = "argmax[17] outside [-1, h * w)";
+        float *got = run_backward(gpu, &p, &in, g, GRAD_POOL, bad);
+        expected_fault = NULL;
+        float *want = run_backward(cpu, &p, &in, g, GRAD_POOL, skipped);
+        t_assert_close(got, want, 2 * 3 * 6 * 7, det ? 0.0f : 1e-6f, det ? 0.0f : 1e-5f, "argmax outside the map");
+        free(got), free(want), free(bad), free(skipped);
+    }
+    free(features), free(rois), free(arg), free(g);
+    detpost_destroy(cpu);
+    detpost_destroy(gpu);
+}
+
 #if TEST_HAS_CUDA
 /* Every RoI op, each into its own outputs; backwards deterministic so that
  * the replay can be compared bit for bit on a GPU too. */
