@@ -130,7 +130,7 @@ static void choose_smallest_keys(const detpost_stage_params *p, int64_t image, i
     for (int64_t c = 0; c < candidates; ++c)
         if (ws->cand_class[c] == cls)
             ws->sort_keys[n++] = (uint64_t)dp_sample_key(p->seed, image, p->stage, c) << 32 | (uint64_t)c;
-    qsort(ws->sort_keys, (size_t)n, sizeof(uint64_t), compare_u64);
+    if (n > 1) qsort(ws->sort_keys, (size_t)n, sizeof(uint64_t), compare_u64); /* with no slots, sort_keys is NULL */
     for (int64_t k = 0; k < take && k < n; ++k) ws->chosen[ws->sort_keys[k] & 0xffffffffu] = 1;
 }
 
