@@ -729,8 +729,9 @@ __global__ void roi_pool_backward(dp_roi_job job, const T *__restrict__ grad_out
     const int64_t H = job.level[0].h, W = job.level[0].w;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t where = argmax[i];
-        if (where < -1 || where >= H * W) dp_record_fault(fault, i, DP_FAULT_ARGMAX);
-        if (stop || where < 0 || where >= H * W) continue;
+        const bool on_map = where >= 0 && where < H * W;
+        if (!on_map && where != -1) dp_record_fault(fault, i, DP_FAULT_ARGMAX);
+        if (stop || !on_map) continue;
         int64_t r, c, bin;
         decode_out<LAYOUT>(i, C, bins, &r, &c, &bin);
         const float *roi = job.rois + r * 5;

@@ -138,9 +138,9 @@ detpost_status detpost_box_encode(detpost_ctx *ctx, const detpost_box_coder *cod
     int64_t e;
     if ((st = check_coder(ctx, &c, "coder")) || (st = dp_check_size(ctx, n, "n")) ||
         (st = dp_elements(ctx, "proposals", &e, n, 4, 1)) ||
-        (st = dp_check_tensor(ctx, proposals, e, sizeof *proposals, "proposals")) ||
-        (st = dp_check_tensor(ctx, targets, e, sizeof *targets, "targets")) ||
-        (st = dp_check_tensor(ctx, deltas, e, sizeof *deltas, "deltas")))
+        (st = DP_CHECK_TENSOR(ctx, proposals, e, "proposals")) ||
+        (st = DP_CHECK_TENSOR(ctx, targets, e, "targets")) ||
+        (st = DP_CHECK_TENSOR(ctx, deltas, e, "deltas")))
         return st;
     if (n == 0) return DETPOST_OK;
     if (ctx->backend == DETPOST_CPU) {
@@ -167,11 +167,11 @@ static detpost_status check_decode_args(detpost_ctx *ctx, const dp_decode_args *
         (st = dp_elements(ctx, "deltas", &e_deltas, a->n, a->num_classes, 4)) ||
         (st = dp_elements(ctx, "image_sizes", &e_sizes, a->image_sizes ? a->num_images : 0, 2, 1)))
         return st;
-    if ((st = dp_check_tensor(ctx, a->rois, e_rois, sizeof *a->rois, "rois")) ||
-        (st = dp_check_tensor(ctx, a->deltas, e_deltas, sizeof *a->deltas, "deltas")) ||
-        (a->num_classes > 1 && (st = dp_check_tensor(ctx, a->labels, a->n, sizeof *a->labels, "labels"))) ||
-        (st = dp_check_tensor(ctx, a->image_sizes, e_sizes, sizeof *a->image_sizes, "image_sizes")) ||
-        (st = dp_check_tensor(ctx, out, e_rois, sizeof *out, out_name)))
+    if ((st = DP_CHECK_TENSOR(ctx, a->rois, e_rois, "rois")) ||
+        (st = DP_CHECK_TENSOR(ctx, a->deltas, e_deltas, "deltas")) ||
+        (a->num_classes > 1 && (st = DP_CHECK_TENSOR(ctx, a->labels, a->n, "labels"))) ||
+        (st = DP_CHECK_TENSOR(ctx, a->image_sizes, e_sizes, "image_sizes")) ||
+        (st = DP_CHECK_TENSOR(ctx, out, e_rois, out_name)))
         return st;
     return DETPOST_OK;
 }
@@ -235,18 +235,18 @@ detpost_status detpost_cascade_resample(detpost_ctx *ctx, const detpost_stage_pa
         (st = dp_elements(ctx, "labels", &e_rows, batch, s, 1)) ||
         (st = dp_elements(ctx, "targets", &e_targets, batch, s, 4)))
         return st;
-    if ((st = dp_check_tensor(ctx, proposals, e_prop, sizeof *proposals, "proposals")) ||
-        (st = dp_check_tensor(ctx, num_proposals, batch, sizeof *num_proposals, "num_proposals")) ||
-        (st = dp_check_tensor(ctx, gt_boxes, e_gt, sizeof *gt_boxes, "gt_boxes")) ||
-        (st = dp_check_tensor(ctx, gt_labels, e_gt_labels, sizeof *gt_labels, "gt_labels")) ||
-        (st = dp_check_tensor(ctx, num_gt, batch, sizeof *num_gt, "num_gt")) ||
-        (st = dp_check_tensor(ctx, rois, e_rois, sizeof *rois, "rois")) ||
-        (st = dp_check_tensor(ctx, labels, e_rows, sizeof *labels, "labels")) ||
-        (st = dp_check_tensor(ctx, targets, e_targets, sizeof *targets, "targets")) ||
-        (st = dp_check_tensor(ctx, max_iou, e_rows, sizeof *max_iou, "max_iou")) ||
-        (st = dp_check_tensor(ctx, is_gt, e_rows, sizeof *is_gt, "is_gt")) ||
-        (st = dp_check_tensor(ctx, num_samples, batch, sizeof *num_samples, "num_samples")) ||
-        (st = dp_check_tensor(ctx, num_pos, batch, sizeof *num_pos, "num_pos")))
+    if ((st = DP_CHECK_TENSOR(ctx, proposals, e_prop, "proposals")) ||
+        (st = DP_CHECK_TENSOR(ctx, num_proposals, batch, "num_proposals")) ||
+        (st = DP_CHECK_TENSOR(ctx, gt_boxes, e_gt, "gt_boxes")) ||
+        (st = DP_CHECK_TENSOR(ctx, gt_labels, e_gt_labels, "gt_labels")) ||
+        (st = DP_CHECK_TENSOR(ctx, num_gt, batch, "num_gt")) ||
+        (st = DP_CHECK_TENSOR(ctx, rois, e_rois, "rois")) ||
+        (st = DP_CHECK_TENSOR(ctx, labels, e_rows, "labels")) ||
+        (st = DP_CHECK_TENSOR(ctx, targets, e_targets, "targets")) ||
+        (st = DP_CHECK_TENSOR(ctx, max_iou, e_rows, "max_iou")) ||
+        (st = DP_CHECK_TENSOR(ctx, is_gt, e_rows, "is_gt")) ||
+        (st = DP_CHECK_TENSOR(ctx, num_samples, batch, "num_samples")) ||
+        (st = DP_CHECK_TENSOR(ctx, num_pos, batch, "num_pos")))
         return st;
     if (batch == 0) return DETPOST_OK;
     const dp_resample_args a = {batch,   max_proposals, max_gt, proposals, num_proposals, gt_boxes,
@@ -292,9 +292,9 @@ detpost_status detpost_cascade_refine(detpost_ctx *ctx, const detpost_box_coder 
     if ((int)policy < DETPOST_REFINE_MMDET || (int)policy > DETPOST_REFINE_CAFFE)
         return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT, "policy %d is not a detpost_refine_policy", (int)policy);
     if ((st = check_decode_args(ctx, &a, "num_rois", next_rois, "next_rois")) ||
-        (policy == DETPOST_REFINE_MMDET && (st = dp_check_tensor(ctx, is_gt, num_rois, sizeof *is_gt, "is_gt"))) ||
-        (policy == DETPOST_REFINE_CAFFE && (st = dp_check_tensor(ctx, gt_iou, num_rois, sizeof *gt_iou, "gt_iou"))) ||
-        (st = dp_check_tensor(ctx, num_next, 1, sizeof *num_next, "num_next")))
+        (policy == DETPOST_REFINE_MMDET && (st = DP_CHECK_TENSOR(ctx, is_gt, num_rois, "is_gt"))) ||
+        (policy == DETPOST_REFINE_CAFFE && (st = DP_CHECK_TENSOR(ctx, gt_iou, num_rois, "gt_iou"))) ||
+        (st = DP_CHECK_TENSOR(ctx, num_next, 1, "num_next")))
         return st;
     if (ctx->backend == DETPOST_CPU) {
         cpu_cascade_refine(&c, policy, &a, is_gt, gt_iou, next_rois, num_next);
@@ -316,11 +316,11 @@ detpost_status detpost_iou_histogram(detpost_ctx *ctx, int64_t batch, const floa
     if (num_bins < 1 || num_bins > DP_MAX_HISTOGRAM_BINS)
         return dp_fail(ctx, DETPOST_ERR_INVALID_ARGUMENT, "num_bins is %d; it must be in [1, %d]", (int)num_bins,
                        DP_MAX_HISTOGRAM_BINS);
-    if ((st = dp_check_tensor(ctx, proposals, e_prop, sizeof *proposals, "proposals")) ||
-        (st = dp_check_tensor(ctx, num_proposals, batch, sizeof *num_proposals, "num_proposals")) ||
-        (st = dp_check_tensor(ctx, gt_boxes, e_gt, sizeof *gt_boxes, "gt_boxes")) ||
-        (st = dp_check_tensor(ctx, num_gt, batch, sizeof *num_gt, "num_gt")) ||
-        (st = dp_check_tensor(ctx, counts, num_bins, sizeof *counts, "counts")))
+    if ((st = DP_CHECK_TENSOR(ctx, proposals, e_prop, "proposals")) ||
+        (st = DP_CHECK_TENSOR(ctx, num_proposals, batch, "num_proposals")) ||
+        (st = DP_CHECK_TENSOR(ctx, gt_boxes, e_gt, "gt_boxes")) ||
+        (st = DP_CHECK_TENSOR(ctx, num_gt, batch, "num_gt")) ||
+        (st = DP_CHECK_TENSOR(ctx, counts, num_bins, "counts")))
         return st;
     if (ctx->backend == DETPOST_CPU) {
         if ((st = check_counts(ctx, batch, num_proposals, max_proposals, "num_proposals", "max_proposals")) ||

@@ -59,6 +59,8 @@ detpost_status dp_check_ptr(detpost_ctx *ctx, const void *ptr, const char *name)
  * memory space (checked on CUDA contexts). */
 detpost_status dp_check_tensor(detpost_ctx *ctx, const void *ptr, int64_t elements, size_t elem_bytes,
                                const char *name);
+/* dp_check_tensor for a typed pointer: its element size is the pointee's. */
+#define DP_CHECK_TENSOR(ctx, ptr, elements, name) dp_check_tensor(ctx, ptr, elements, sizeof *(ptr), name)
 detpost_status dp_check_size(detpost_ctx *ctx, int64_t value, const char *name);
 /* *out = d0 * d1 * d2 for sizes already checked to be >= 0; fails when the
  * product (or its size in bytes, for elements up to 16 bytes) overflows. */

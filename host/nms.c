@@ -78,12 +78,12 @@ detpost_status detpost_nms(detpost_ctx *ctx, const detpost_nms_params *p, const 
     if ((st = check_nms_params(ctx, &q, "p->")) || (st = check_nms_size(ctx, n))) return st;
     int64_t box_elements;
     if ((st = dp_elements(ctx, "boxes", &box_elements, n, 4, 1))) return st;
-    if ((st = dp_check_tensor(ctx, boxes, box_elements, sizeof *boxes, "boxes")) ||
-        (st = dp_check_tensor(ctx, scores, n, sizeof *scores, "scores")) ||
-        (st = dp_check_tensor(ctx, keep, n, sizeof *keep, "keep")) ||
-        (st = dp_check_tensor(ctx, num_keep, 1, sizeof *num_keep, "num_keep")))
+    if ((st = DP_CHECK_TENSOR(ctx, boxes, box_elements, "boxes")) ||
+        (st = DP_CHECK_TENSOR(ctx, scores, n, "scores")) ||
+        (st = DP_CHECK_TENSOR(ctx, keep, n, "keep")) ||
+        (st = DP_CHECK_TENSOR(ctx, num_keep, 1, "num_keep")))
         return st;
-    if (keep_scores && (st = dp_check_tensor(ctx, keep_scores, n, sizeof *keep_scores, "keep_scores"))) return st;
+    if (keep_scores && (st = DP_CHECK_TENSOR(ctx, keep_scores, n, "keep_scores"))) return st;
     if (ctx->backend == DETPOST_CPU) {
         st = cpu_nms(&q, boxes, scores, n, keep, keep_scores, num_keep);
         if (st != DETPOST_OK) return dp_fail(ctx, st, "out of host memory for the NMS of %lld boxes", (long long)n);
@@ -164,14 +164,14 @@ detpost_status detpost_batched_nms(detpost_ctx *ctx, const detpost_batched_nms_p
         (st = dp_elements(ctx, "scores", &score_elements, batch, num_boxes, num_classes)))
         return st;
     rows = batch * q.max_per_image;
-    if ((st = dp_check_tensor(ctx, boxes, box_elements, sizeof *boxes, "boxes")) ||
-        (st = dp_check_tensor(ctx, scores, score_elements, sizeof *scores, "scores")) ||
-        (st = dp_check_tensor(ctx, num_dets, batch, sizeof *num_dets, "num_dets")) ||
-        (st = dp_check_tensor(ctx, det_boxes, rows * 4, sizeof *det_boxes, "det_boxes")) ||
-        (st = dp_check_tensor(ctx, det_scores, rows, sizeof *det_scores, "det_scores")) ||
-        (st = dp_check_tensor(ctx, det_classes, rows, sizeof *det_classes, "det_classes")))
+    if ((st = DP_CHECK_TENSOR(ctx, boxes, box_elements, "boxes")) ||
+        (st = DP_CHECK_TENSOR(ctx, scores, score_elements, "scores")) ||
+        (st = DP_CHECK_TENSOR(ctx, num_dets, batch, "num_dets")) ||
+        (st = DP_CHECK_TENSOR(ctx, det_boxes, rows * 4, "det_boxes")) ||
+        (st = DP_CHECK_TENSOR(ctx, det_scores, rows, "det_scores")) ||
+        (st = DP_CHECK_TENSOR(ctx, det_classes, rows, "det_classes")))
         return st;
-    if (det_indices && (st = dp_check_tensor(ctx, det_indices, rows, sizeof *det_indices, "det_indices"))) return st;
+    if (det_indices && (st = DP_CHECK_TENSOR(ctx, det_indices, rows, "det_indices"))) return st;
     if (batch == 0) return DETPOST_OK;
     if (ctx->backend == DETPOST_CPU) {
         st = cpu_batched_nms(&q, boxes, scores, batch, num_boxes, num_classes, num_dets, det_boxes, det_scores,

@@ -37,8 +37,8 @@ detpost_status detpost_box_overlaps(detpost_ctx *ctx, const detpost_overlap_para
     if ((st = dp_elements(ctx, "a", &ea, batch, na, 4)) || (st = dp_elements(ctx, "b", &eb, batch, nb, 4)) ||
         (st = dp_elements(ctx, "out", &eo, batch, na, q.aligned ? 1 : nb)))
         return st;
-    if ((st = dp_check_tensor(ctx, a, ea, sizeof *a, "a")) || (st = dp_check_tensor(ctx, b, eb, sizeof *b, "b")) ||
-        (st = dp_check_tensor(ctx, out, eo, sizeof *out, "out")))
+    if ((st = DP_CHECK_TENSOR(ctx, a, ea, "a")) || (st = DP_CHECK_TENSOR(ctx, b, eb, "b")) ||
+        (st = DP_CHECK_TENSOR(ctx, out, eo, "out")))
         return st;
     if (eo == 0) return DETPOST_OK;
     if (ctx->backend == DETPOST_CPU) {
@@ -92,8 +92,8 @@ detpost_status detpost_mask_iou(detpost_ctx *ctx, const uint8_t *a, int64_t na, 
     if (st != DETPOST_OK) return st;
     int64_t ea, eb, eo;
     if ((st = check_mask_sizes(ctx, na, nb, pixels, &ea, &eb, &eo))) return st;
-    if ((st = dp_check_tensor(ctx, a, ea, sizeof *a, "a")) || (st = dp_check_tensor(ctx, b, eb, sizeof *b, "b")) ||
-        (st = dp_check_tensor(ctx, out, eo, sizeof *out, "out")))
+    if ((st = DP_CHECK_TENSOR(ctx, a, ea, "a")) || (st = DP_CHECK_TENSOR(ctx, b, eb, "b")) ||
+        (st = DP_CHECK_TENSOR(ctx, out, eo, "out")))
         return st;
     if (eo == 0) return DETPOST_OK;
     if (ctx->backend == DETPOST_CPU) {

@@ -114,7 +114,7 @@ static detpost_status check_rois_and_out(detpost_ctx *ctx, const detpost_roi_par
     if ((st = dp_check_size(ctx, num_rois, "num_rois")) ||
         (st = dp_elements(ctx, "rois", &roi_elements, num_rois, 5, 1)) ||
         (st = dp_elements(ctx, out_name, out_elements, num_rois, c, (int64_t)q->pooled_h * q->pooled_w)) ||
-        (st = dp_check_tensor(ctx, rois, roi_elements, sizeof *rois, "rois")) ||
+        (st = DP_CHECK_TENSOR(ctx, rois, roi_elements, "rois")) ||
         (st = dp_check_tensor(ctx, out, *out_elements, dtype_bytes(q), out_name)))
         return st;
     return DETPOST_OK;
@@ -339,7 +339,7 @@ detpost_status detpost_roi_pool(detpost_ctx *ctx, const detpost_roi_params *p, c
         (st = check_map_tensor(ctx, &q, "features", &arguments, features, n, c, h, w, 1, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, out, "out", &out_elements)))
         return st;
-    if (argmax != NULL && (st = dp_check_tensor(ctx, argmax, out_elements, sizeof *argmax, "argmax"))) return st;
+    if (argmax != NULL && (st = DP_CHECK_TENSOR(ctx, argmax, out_elements, "argmax"))) return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
     if (out_elements == 0) return nothing_to_compute(ctx, rois, num_rois, n);
     const dp_roi_job job = single_level_job(&q, features, n, c, h, w, rois, num_rois);
@@ -361,7 +361,7 @@ detpost_status detpost_roi_pool_backward(detpost_ctx *ctx, const detpost_roi_par
     if ((st = check_params(ctx, &q)) ||
         (st = check_map_tensor(ctx, &q, "grad_features", &arguments, grad_features, n, c, h, w, 1, &elements)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, c, grad_out, "grad_out", &out_elements)) ||
-        (st = dp_check_tensor(ctx, argmax, out_elements, sizeof *argmax, "argmax")))
+        (st = DP_CHECK_TENSOR(ctx, argmax, out_elements, "argmax")))
         return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, n))) return st;
     if (elements == 0) return nothing_to_compute(ctx, rois, num_rois, n);
@@ -430,7 +430,7 @@ detpost_status detpost_multilevel_roi_align(detpost_ctx *ctx, const detpost_roi_
     if ((st = check_params(ctx, &q)) || (st = check_pyramid(ctx, &q, pyramid)) ||
         (st = check_rois_and_out(ctx, &q, rois, num_rois, pyramid->c, out, "out", &out_elements)))
         return st;
-    if (levels != NULL && (st = dp_check_tensor(ctx, levels, num_rois, sizeof *levels, "levels"))) return st;
+    if (levels != NULL && (st = DP_CHECK_TENSOR(ctx, levels, num_rois, "levels"))) return st;
     if ((st = check_rows_on_cpu(ctx, rois, num_rois, pyramid->n))) return st;
     if (num_rois == 0 || (out_elements == 0 && levels == NULL))
         return nothing_to_compute(ctx, rois, num_rois, pyramid->n);
@@ -466,8 +466,8 @@ detpost_status detpost_roi_check(detpost_ctx *ctx, const float *rois, int64_t nu
     int64_t roi_elements;
     if ((st = dp_check_size(ctx, num_rois, "num_rois")) || (st = dp_check_size(ctx, n, "n")) ||
         (st = dp_elements(ctx, "rois", &roi_elements, num_rois, 5, 1)) ||
-        (st = dp_check_tensor(ctx, rois, roi_elements, sizeof *rois, "rois")) ||
-        (st = dp_check_tensor(ctx, first_invalid, 1, sizeof *first_invalid, "first_invalid")))
+        (st = DP_CHECK_TENSOR(ctx, rois, roi_elements, "rois")) ||
+        (st = DP_CHECK_TENSOR(ctx, first_invalid, 1, "first_invalid")))
         return st;
     if (ctx->backend == DETPOST_CPU) {
         *first_invalid = cpu_roi_first_invalid(rois, num_rois, n);
